@@ -1,0 +1,143 @@
+"""Typed configuration for training, with defaults that work.
+
+One dataclass per concern; command-line flags override the defaults, and the
+effective configuration is written beside every run as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keras_vae.errors import ConfigError
+
+DATASETS = ("mnist", "fashion_mnist")
+BINARIZATIONS = ("dynamic", "static", "none")
+DATA_DIR_ENV = "KERAS_VAE_DATA_DIR"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it comes from, and how images are turned into inputs."""
+
+    dataset: str = "mnist"
+    # Folder with the four official .gz files (or with one sub-folder per
+    # dataset); None means TFDS downloads them as usual.
+    data_dir: str | None = field(default_factory=lambda: os.environ.get(DATA_DIR_ENV) or None)
+    # Where TFDS keeps the prepared dataset; None means TFDS's own default.
+    tfds_dir: str | None = None
+    binarization: str = "dynamic"
+    # Images held out of the training split to validate on after each epoch.
+    validation_size: int = 5000
+    # Use only the first N training images (0 = all); for quick experiments.
+    train_size: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.dataset in DATASETS,
+            f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}",
+        )
+        _require(
+            self.binarization in BINARIZATIONS,
+            f"unknown binarization {self.binarization!r}; "
+            f"choose one of {', '.join(BINARIZATIONS)}",
+        )
+        _require(
+            self.validation_size >= 0,
+            f"validation_size must be >= 0, got {self.validation_size}",
+        )
+        _require(self.train_size >= 0, f"train_size must be >= 0, got {self.train_size}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the encoder and decoder (defaults: the keras.io convolutional VAE)."""
+
+    latent_dim: int = 16
+    conv_filters: tuple[int, ...] = (32, 64)
+    hidden_units: int = 256
+
+    def __post_init__(self) -> None:
+        self.conv_filters = tuple(int(f) for f in self.conv_filters)
+        _require(
+            self.latent_dim >= 1,
+            f"latent_dim must be a positive integer, got {self.latent_dim}; try 2 or 16",
+        )
+        _require(
+            len(self.conv_filters) == 2 and all(f >= 1 for f in self.conv_filters),
+            f"conv_filters must be two positive integers (28 -> 14 -> 7), got {self.conv_filters}",
+        )
+        _require(self.hidden_units >= 1, f"hidden_units must be >= 1, got {self.hidden_units}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, the ELBO's weighting, reproducibility and where results go."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    # Weight of the KL term (beta-VAE); 1.0 is the true ELBO.
+    beta: float = 1.0
+    # Linear KL warm-up from 0 to beta over this many epochs (0 = off).
+    kl_warmup_epochs: int = 0
+    seed: int = 0
+    output_dir: str = "artifacts/runs"
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _require(
+            self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"
+        )
+        _require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        _require(
+            self.kl_warmup_epochs >= 0,
+            f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}",
+        )
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run; saved as the run's ``config.json``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        try:
+            return cls(
+                data=DataConfig(**values.get("data", {})),
+                model=ModelConfig(**values.get("model", {})),
+                train=TrainConfig(**values.get("train", {})),
+            )
+        except TypeError as error:  # an unknown or misspelt key
+            raise ConfigError(f"invalid configuration: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"no configuration at {path}; is this a run folder?") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} is not valid JSON ({error})") from None
