@@ -48,8 +48,7 @@ class DataConfig:
         )
         _require(
             self.binarization in BINARIZATIONS,
-            f"unknown binarization {self.binarization!r}; "
-            f"choose one of {', '.join(BINARIZATIONS)}",
+            f"unknown binarization {self.binarization!r}; choose one of {', '.join(BINARIZATIONS)}",
         )
         _require(
             self.validation_size >= 0,
@@ -97,9 +96,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(
-            self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"
-        )
+        _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         _require(
             self.kl_warmup_epochs >= 0,

@@ -88,7 +88,7 @@ def check_official_files(folder: Path) -> None:
             )
 
 
-def _load_tfds_split(config: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_tfds_split(config: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(config.dataset, data_dir=config.tfds_dir)
@@ -114,7 +114,7 @@ def load_splits(config: DataConfig) -> Splits:
 
     MNIST fits in 55 MB as uint8, so holding it in memory is the cheapest cache.
     """
-    images, labels = _load_tfds_split(config, "train")
+    images, labels = load_tfds_split(config, "train")
     if config.validation_size >= len(images):
         raise DataError(
             f"validation_size {config.validation_size} leaves no training images out of "
@@ -123,15 +123,26 @@ def load_splits(config: DataConfig) -> Splits:
     cut = len(images) - config.validation_size
     train_images, train_labels = images[:cut], labels[:cut]
     if config.train_size:
-        train_images, train_labels = train_images[: config.train_size], train_labels[: config.train_size]
-    test_images, test_labels = _load_tfds_split(config, "test")
-    return Splits(
-        train_images, train_labels, images[cut:], labels[cut:], test_images, test_labels
-    )
+        train_images, train_labels = (
+            train_images[: config.train_size],
+            train_labels[: config.train_size],
+        )
+    test_images, test_labels = load_tfds_split(config, "test")
+    return Splits(train_images, train_labels, images[cut:], labels[cut:], test_images, test_labels)
+
+
+# Held-out images are binarized once with this seed, whatever the training seed,
+# so that figures from different runs are computed on the very same inputs.
+HELD_OUT_SEED = 1
+
+
+def held_out_inputs(images: np.ndarray, mode: str) -> np.ndarray:
+    """Validation/test inputs: binarized like the training data, but always the same way."""
+    return binarize_fixed(images, mode, HELD_OUT_SEED)
 
 
 def binarize_fixed(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
-    """Turn uint8 images into float32 inputs once, reproducibly (for held-out data)."""
+    """Turn uint8 images into float32 inputs once, reproducibly."""
     grey = images.astype(np.float32) / 255.0
     if mode == "none":
         return grey

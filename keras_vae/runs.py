@@ -1,0 +1,101 @@
+"""Run folders: where a training run writes, and how later steps find and read it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keras_vae.config import RunConfig
+from keras_vae.errors import KerasVaeError
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """Create a fresh run folder; its name sorts by time, so the newest is the latest."""
+    name = config.train.run_name or (
+        f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{config.data.dataset}-z{config.model.latent_dim}"
+    )
+    run_dir = Path(config.train.output_dir) / name
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise KerasVaeError(
+            f"run folder {run_dir} already exists; choose another --run-name "
+            "or continue it with --resume"
+        ) from None
+    except OSError as error:
+        raise KerasVaeError(f"cannot create run folder {run_dir} ({error.strerror})") from None
+    return run_dir
+
+
+def latest_run(output_dir: str | Path = "artifacts/runs") -> Path:
+    """The most recent run folder that holds a trained model."""
+    root = Path(output_dir)
+    runs = sorted(p.parent for p in root.glob(f"*/{MODEL_FILE}")) if root.is_dir() else []
+    if not runs:
+        raise KerasVaeError(f"no trained run under {root}; run `make train` first")
+    return runs[-1]
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Return ``run_dir`` as a Path if it holds a config and a model, else say what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KerasVaeError(
+            f"run folder {run_dir} does not exist; pass a folder under artifacts/runs"
+        )
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (run_dir / name).is_file():
+            raise KerasVaeError(
+                f"{run_dir} has no {name}; is training finished? (resume it with --resume)"
+            )
+    return run_dir
+
+
+def load_vae(path: str | Path):
+    """Load a saved VAE, with one clear error for a corrupt file or another kind of model."""
+    import keras
+
+    from keras_vae.model import VAE
+
+    try:
+        model = keras.saving.load_model(path, compile=True)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise KerasVaeError(
+            f"cannot load {path} as a Keras model ({type(error).__name__}); "
+            "is it a complete .keras file?"
+        ) from None
+    if not isinstance(model, VAE):
+        raise KerasVaeError(f"{path} holds a {type(model).__name__}, not a keras_vae VAE")
+    return model
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    return RunConfig.load(Path(run_dir) / CONFIG_FILE)
+
+
+def write_json(path: str | Path, values: Any) -> None:
+    """Write JSON atomically: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump(values, tmp, indent=2)
+        tmp.write("\n")
+    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600
+    os.replace(tmp.name, path)
+
+
+def update_metrics(run_dir: str | Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` into the run's ``metrics.json`` and return the result."""
+    path = Path(run_dir) / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(values)
+    write_json(path, metrics)
+    return metrics

@@ -1,0 +1,211 @@
+"""Train a VAE and write a complete run folder: ``python -m keras_vae.train --help``.
+
+A run folder under ``artifacts/runs/`` holds the model (``model.keras``), the
+effective ``config.json``, ``history.csv``, TensorBoard logs, the best
+checkpoint, ``metrics.json`` with the test-set ELBO, and PNG pictures. An
+interrupted run continues from its last finished epoch with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from keras_vae.config import (
+    BINARIZATIONS,
+    DATASETS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from keras_vae.errors import run_cli
+from keras_vae.runs import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    check_run_dir,
+    load_config,
+    new_run_dir,
+    update_metrics,
+)
+
+BACKUP_DIR = "backup"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vae.train",
+        description="Train a convolutional VAE on MNIST or Fashion-MNIST (defaults work).",
+        argument_default=argparse.SUPPRESS,  # unset flags keep the dataclass defaults
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, help="default: mnist")
+    data.add_argument(
+        "--data-dir",
+        help="folder with the official .gz files (or one sub-folder per dataset); "
+        "default: $KERAS_VAE_DATA_DIR, else TFDS downloads them",
+    )
+    data.add_argument("--tfds-dir", help="where TFDS keeps prepared data (default: TFDS's own)")
+    data.add_argument("--binarization", choices=BINARIZATIONS, help="default: dynamic")
+    data.add_argument("--validation-size", type=int, help="training images held out (default 5000)")
+    data.add_argument("--train-size", type=int, help="use only N training images (default: all)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--latent-dim", type=int, help="default: 16 (2 draws the latent map)")
+    model.add_argument("--conv-filters", type=int, nargs=2, help="default: 32 64")
+    model.add_argument("--hidden-units", type=int, help="default: 256")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, help="default: 30")
+    train.add_argument("--batch-size", type=int, help="default: 128")
+    train.add_argument("--learning-rate", type=float, help="default: 1e-3")
+    train.add_argument("--beta", type=float, help="KL weight (default 1.0: the true ELBO)")
+    train.add_argument("--kl-warmup-epochs", type=int, help="linear KL warm-up (default 0: off)")
+    train.add_argument("--seed", type=int, help="default: 0")
+    train.add_argument("--output-dir", help="where run folders go (default artifacts/runs)")
+    train.add_argument("--run-name", help="run folder name (default: time, dataset, latent)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run with its own config"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Dataclass defaults, overridden by the flags that were given."""
+    given = vars(args)
+
+    def pick(cls):
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in given.items() if k in names})
+
+    return RunConfig(data=pick(DataConfig), model=pick(ModelConfig), train=pick(TrainConfig))
+
+
+def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
+    """Train (or, given an existing ``run_dir``, resume) a run; return its folder."""
+    import keras
+
+    from keras_vae import data as vae_data
+    from keras_vae.callbacks import EpochTimer
+    from keras_vae.evaluate import evaluate_elbo
+    from keras_vae.model import VAE
+    from keras_vae.report import write_pictures
+
+    keras.utils.set_random_seed(config.train.seed)
+    # Data first: a missing dataset must not leave an empty run folder behind.
+    splits = vae_data.load_splits(config.data)
+    batch_size = config.train.batch_size
+    train_stream = vae_data.training_dataset(
+        splits.train_images, batch_size, config.data.binarization, config.train.seed
+    )
+    steps_per_epoch = len(splits.train_images) // batch_size
+    validation = None
+    if len(splits.val_images):
+        val_inputs = vae_data.held_out_inputs(splits.val_images, config.data.binarization)
+        validation = vae_data.evaluation_dataset(val_inputs, batch_size)
+
+    if run_dir is None:
+        run_dir = new_run_dir(config)
+        config.save(run_dir / CONFIG_FILE)
+    print(f"run folder: {run_dir}", flush=True)
+
+    vae = VAE.from_model_config(
+        config.model,
+        beta=config.train.beta,
+        kl_warmup_steps=config.train.kl_warmup_epochs * steps_per_epoch,
+        seed=config.train.seed,
+    )
+    vae.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate))
+    monitor = "val_loss" if validation is not None else "loss"
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    callbacks = [
+        EpochTimer(),
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, save_best_only=True
+        ),
+        *extra_callbacks,
+    ]
+    print(
+        f"training {config.data.dataset}: {len(splits.train_images)} images, "
+        f"{steps_per_epoch} steps/epoch, {vae.count_params():,} parameters, "
+        f"latent {config.model.latent_dim}, binarization {config.data.binarization}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    history = vae.fit(
+        train_stream,
+        epochs=config.train.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation,
+        shuffle=False,  # the stream shuffles itself, reproducibly
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    train_seconds = time.perf_counter() - started
+    model_path = run_dir / MODEL_FILE
+    partial = run_dir / f"partial-{os.getpid()}.keras"
+    vae.save(partial)
+    os.replace(partial, model_path)  # a reader never sees half a model file
+
+    epoch_seconds = history.history.get("epoch_seconds", [])
+    steady = epoch_seconds[1:] or epoch_seconds  # the first epoch includes tracing
+    seconds_per_epoch = sum(steady) / len(steady) if steady else None
+    test_inputs = vae_data.held_out_inputs(splits.test_images, config.data.binarization)
+    metrics = evaluate_elbo(vae, test_inputs, batch_size=500)
+    metrics.update(
+        {
+            "dataset": config.data.dataset,
+            "epochs": config.train.epochs,
+            "train_images": len(splits.train_images),
+            "train_seconds_this_session": round(train_seconds, 1),
+            "seconds_per_epoch": round(seconds_per_epoch, 2) if seconds_per_epoch else None,
+            "train_images_per_second": (
+                round(steps_per_epoch * batch_size / seconds_per_epoch, 1)
+                if seconds_per_epoch
+                else None
+            ),
+            "parameters": {
+                "encoder": vae.encoder.count_params(),
+                "decoder": vae.decoder.count_params(),
+            },
+        }
+    )
+    update_metrics(run_dir, metrics)
+    write_pictures(vae, run_dir, test_inputs, splits.test_labels, seed=config.train.seed)
+    print(
+        f"test ELBO {metrics['test_elbo']:.2f} nats (reconstruction "
+        f"{metrics['test_reconstruction']:.2f}, KL {metrics['test_kl']:.2f}); "
+        f"{seconds_per_epoch or 0:.1f} s/epoch; wrote {run_dir}",
+        flush=True,
+    )
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "resume", None):
+        others = set(vars(args)) - {"resume"}
+        if others:
+            build_parser().error(
+                f"--resume continues a run with its saved config; drop {', '.join(sorted(others))}"
+            )
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG_FILE).is_file():
+            check_run_dir(run_dir)  # explains what is missing
+        if (run_dir / MODEL_FILE).is_file() and not (run_dir / BACKUP_DIR).exists():
+            print(f"{run_dir} already finished training; nothing to resume", file=sys.stderr)
+            return 0
+        train(load_config(run_dir), run_dir=run_dir)
+        return 0
+    train(config_from_args(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
