@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(KERAS_VAE_DATA_DIR)
 ARGS   ?=
 
-.PHONY: install train evaluate test lint clean
+.PHONY: install train evaluate export test lint clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ train: $(STAMP)
 
 evaluate: $(STAMP)
 	$(PY) -m keras_vae.evaluate $(ARGS)
+
+export: $(STAMP)
+	$(PY) -m export $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

@@ -70,3 +70,13 @@ def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.Comp
         cwd=REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+@pytest.fixture(scope="session")
+def exported_repo(trained_run, tmp_path_factory) -> Path:
+    """The small trained run exported once as version 1 of a model repository."""
+    from export.build import export_run
+
+    repo = tmp_path_factory.mktemp("models")
+    export_run(trained_run, repo, examples=200)
+    return repo
