@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(KERAS_VAE_DATA_DIR)
 ARGS   ?=
 
-.PHONY: install train evaluate export test lint clean
+.PHONY: install train evaluate export serve bench test lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ evaluate: $(STAMP)
 
 export: $(STAMP)
 	$(PY) -m export $(ARGS)
+
+serve: $(STAMP)
+	$(PY) -m serving $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.serving $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

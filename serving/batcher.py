@@ -1,0 +1,153 @@
+"""Dynamic batching: concurrent requests for one model become one onnxruntime call.
+
+Requests wait in a bounded queue. A single worker takes the first, then keeps
+taking whatever is queued — waiting at most ``max_delay`` for more — until the
+batch holds ``max_batch`` rows; it runs the batch on its own thread (the event
+loop stays free to accept requests) and hands each caller its slice. While one
+batch runs, the next one fills up, so batches grow with the load by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.engine import OnnxModel
+from serving.errors import ApiError
+from serving.metrics import Metrics
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray
+    future: asyncio.Future
+    deadline: float
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: OnnxModel,
+        metrics: Metrics,
+        max_batch: int = 64,
+        max_delay: float = 0.001,
+        max_queue: int = 256,
+        timeout: float = 5.0,
+        batching: bool = True,
+    ):
+        self.model = model
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.timeout = timeout
+        self.batching = batching
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
+        self._carry: _Pending | None = None
+        self._task: asyncio.Task | None = None
+        self._label = f"{model.name}/{model.version}"
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize() + (self._carry is not None)
+
+    async def submit(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for ``inputs``; 503 at once when the queue is full, 504 past the deadline."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, loop.create_future(), loop.time() + self.timeout)
+        try:
+            self.queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            self.metrics.rejected.labels(self._label).inc()
+            raise ApiError(
+                503,
+                f"{self.model.name} is overloaded ({self.queue.maxsize} requests queued); retry",
+                {"Retry-After": "1"},
+            ) from None
+        self.metrics.queue_depth.labels(self._label).set(self.depth)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), self.timeout)
+        except TimeoutError:
+            pending.future.cancel()
+            raise ApiError(504, f"deadline of {self.timeout:g} s exceeded; retry later") from None
+        except asyncio.CancelledError:  # the client went away: do not compute for nobody
+            pending.future.cancel()
+            raise
+
+    async def _next(self, wait: float | None) -> _Pending | None:
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        if wait is None:
+            return await self.queue.get()
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            if wait <= 0:
+                return None
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait)
+        except TimeoutError:
+            return None
+
+    async def _collect(self) -> list[_Pending]:
+        loop = asyncio.get_running_loop()
+        batch = [await self._next(None)]
+        rows = len(batch[0].inputs)
+        if not self.batching:
+            return batch
+        give_up = loop.time() + self.max_delay
+        while rows < self.max_batch:
+            item = await self._next(give_up - loop.time())
+            if item is None:
+                break
+            if rows + len(item.inputs) > self.max_batch:
+                self._carry = item  # first in the next batch: order is kept
+                break
+            batch.append(item)
+            rows += len(item.inputs)
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            now = loop.time()
+            live = [p for p in batch if not p.future.done() and p.deadline > now]
+            self.metrics.queue_depth.labels(self._label).set(self.depth)
+            if not live:
+                continue
+            inputs = live[0].inputs if len(live) == 1 else np.concatenate([p.inputs for p in live])
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(
+                    self._executor, self.model.run, inputs, self.max_batch
+                )
+            except Exception as error:  # keep serving whatever one batch did
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(
+                            ApiError(500, f"inference failed ({type(error).__name__})")
+                        )
+                continue
+            self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
+            start = 0
+            for p in live:
+                stop = start + len(p.inputs)
+                if not p.future.done():
+                    p.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+                start = stop

@@ -1,0 +1,127 @@
+"""Two ways for another service to use the VAE, with the same methods.
+
+- :class:`VaeClient` calls the HTTP service (binary ``.npy`` bodies: no JSON cost).
+- :class:`LocalVae` runs the exported ONNX files in-process with onnxruntime,
+  for services that embed the model. Neither needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+NPY = "application/x-npy"
+
+
+class ServiceError(RuntimeError):
+    """The service refused a request; ``status`` is the HTTP code."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+class VaeClient:
+    """``VaeClient("http://127.0.0.1:8080").encode(images)``; keeps one connection pool."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0):
+        import httpx
+
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VaeClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _post(self, path: str, **kwargs) -> np.ndarray | dict:
+        response = self._http.post(path, **kwargs)
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]
+            except Exception:
+                message = response.text[:200]
+            raise ServiceError(response.status_code, message)
+        if response.headers.get("content-type", "").startswith(NPY):
+            array = np.load(io.BytesIO(response.content), allow_pickle=False)
+            names = response.headers.get("x-outputs")
+            if names:
+                return {n: array[:, i] for i, n in enumerate(names.split(","))}
+            return array
+        return response.json()
+
+    def encode(
+        self, images: np.ndarray, sample: bool = False, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """images [N, 28, 28, 1] in [0, 1] -> z_mean, z_log_var (and z if ``sample``)."""
+        params = {"sample": str(sample).lower()}
+        if seed is not None:
+            params["seed"] = str(seed)
+        headers = {"content-type": NPY, "accept": NPY}
+        return self._post("/v1/encode", content=_npy(images), params=params, headers=headers)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """z [N, latent_dim] -> Bernoulli means [N, 28, 28, 1]."""
+        headers = {"content-type": NPY, "accept": NPY}
+        return self._post("/v1/decode", content=_npy(z), headers=headers)
+
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+        """n images decoded from z ~ N(0, temperature^2 I)."""
+        body = {"n": n, "temperature": temperature}
+        if seed is not None:
+            body["seed"] = seed
+        return self._post("/v1/sample", json=body, headers={"accept": NPY})
+
+    def sample_png(self, n: int, seed: int | None = None) -> bytes:
+        body = {"n": n} if seed is None else {"n": n, "seed": seed}
+        response = self._http.post("/v1/sample", json=body, params={"format": "png"})
+        if response.status_code != 200:
+            raise ServiceError(response.status_code, response.text[:200])
+        return response.content
+
+
+class LocalVae:
+    """The exported encoder and decoder run in this process: ``LocalVae("artifacts/models")``."""
+
+    def __init__(self, repo: str | Path, version: int | None = None, threads: int = 1):
+        from serving.engine import OnnxModel
+        from serving.repository import discover
+
+        found = discover(repo)
+        models = {}
+        for name, versions in found.items():
+            chosen = max(versions) if version is None else version
+            if chosen not in versions:
+                raise ValueError(f"{name} has no version {chosen}; versions: {sorted(versions)}")
+            models[name] = OnnxModel(versions[chosen], name, chosen, threads)
+        self.encoder, self.decoder = models["vae_encoder"], models["vae_decoder"]
+        self.latent_dim = self.decoder.item_shape[0]
+
+    def encode(
+        self, images: np.ndarray, sample: bool = False, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        outputs = self.encoder.run(np.asarray(images, np.float32).reshape(-1, 28, 28, 1))
+        if sample:
+            noise = np.random.default_rng(seed).standard_normal(outputs["z_mean"].shape)
+            z = outputs["z_mean"] + np.exp(0.5 * outputs["z_log_var"]) * noise
+            outputs["z"] = z.astype(np.float32)
+        return outputs
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return self.decoder.run(np.asarray(z, np.float32))["probs"]
+
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+        z = temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim))
+        return self.decode(z.astype(np.float32))

@@ -1,0 +1,69 @@
+"""The loaded models and their batchers: what the HTTP layer delegates to."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.batcher import Batcher
+from serving.config import ServingConfig
+from serving.engine import OnnxModel
+from serving.errors import ApiError
+from serving.metrics import Metrics
+from serving.repository import discover
+
+
+class Service:
+    """Every version of both networks, loaded and warmed up before the first request."""
+
+    def __init__(self, config: ServingConfig, metrics: Metrics | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.models: dict[str, dict[int, OnnxModel]] = {}
+        for name, versions in discover(config.repo).items():
+            self.models[name] = {
+                v: OnnxModel(path, name, v, config.threads) for v, path in versions.items()
+            }
+        self.batchers: dict[tuple[str, int], Batcher] = {}
+        self.ready = False
+
+    async def start(self) -> None:
+        for name, versions in self.models.items():
+            for version, model in versions.items():
+                model.warm_up((1, 8, self.config.max_batch_size))
+                batcher = Batcher(
+                    model,
+                    self.metrics,
+                    max_batch=self.config.max_batch_size,
+                    max_delay=self.config.max_delay_ms / 1000.0,
+                    max_queue=self.config.max_queue,
+                    timeout=self.config.timeout_s,
+                    batching=self.config.batching,
+                )
+                batcher.start()
+                self.batchers[name, version] = batcher
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for batcher in self.batchers.values():
+            await batcher.stop()
+
+    def model(self, name: str, version: int | None = None) -> OnnxModel:
+        """The model ``name`` at ``version`` (default: the latest), or a 404 that lists them."""
+        versions = self.models.get(name)
+        if versions is None:
+            raise ApiError(404, f"unknown model {name!r}; models: {', '.join(self.models)}")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise ApiError(404, f"{name} has no version {version}; versions: {sorted(versions)}")
+        return versions[version]
+
+    async def run(self, model: OnnxModel, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return await self.batchers[model.name, model.version].submit(inputs)
+
+    def describe(self) -> dict:
+        return {
+            name: {"versions": sorted(versions), "latest": versions[max(versions)].describe()}
+            for name, versions in self.models.items()
+        }

@@ -1,0 +1,106 @@
+"""The TF Serving REST API's request and response shapes, so its clients work unchanged.
+
+Row format:      {"instances": [x0, x1, ...]} or [{"images": x0}, ...] -> {"predictions": [...]}
+Columnar format: {"inputs": X} or {"inputs": {"images": X}}           -> {"outputs": {...}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from serving.engine import OnnxModel
+from serving.errors import ApiError
+
+SIGNATURE = "serving_default"
+
+
+def parse_predict(payload: Any, model: OnnxModel) -> tuple[Any, bool]:
+    """The raw input value and whether the request used the row (``instances``) format."""
+    if not isinstance(payload, dict):
+        raise ApiError(400, 'request must be a JSON object with "instances" or "inputs"')
+    signature = payload.get("signature_name", SIGNATURE)
+    if signature != SIGNATURE:
+        raise ApiError(400, f"signature {signature!r} not found; this model has {SIGNATURE!r}")
+    has_rows, has_columns = "instances" in payload, "inputs" in payload
+    if has_rows == has_columns:
+        raise ApiError(400, 'send exactly one of "instances" (row) or "inputs" (columnar)')
+    name = model.input_name
+    if has_rows:
+        rows = payload["instances"]
+        if not isinstance(rows, list):
+            raise ApiError(400, '"instances" must be a list')
+        if rows and all(isinstance(row, dict) for row in rows):
+            if any(set(row) != {name} for row in rows):
+                raise ApiError(400, f'each instance must have exactly the input "{name}"')
+            rows = [row[name] for row in rows]
+        return rows, True
+    value = payload["inputs"]
+    if isinstance(value, dict):
+        if set(value) != {name}:
+            raise ApiError(400, f'"inputs" must name exactly the input "{name}"')
+        value = value[name]
+    return value, False
+
+
+def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]:
+    if rows:
+        names = list(outputs)
+        count = len(outputs[names[0]])
+        if len(names) == 1:
+            return {"predictions": outputs[names[0]]}
+        return {"predictions": [{n: outputs[n][i] for n in names} for i in range(count)]}
+    if len(outputs) == 1:
+        return {"outputs": next(iter(outputs.values()))}
+    return {"outputs": outputs}
+
+
+def version_status(versions: list[int]) -> dict[str, Any]:
+    return {
+        "model_version_status": [
+            {
+                "version": str(version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            for version in sorted(versions, reverse=True)
+        ]
+    }
+
+
+def _tensor_info(name: str, shape: list[int | None]) -> dict[str, Any]:
+    return {
+        "dtype": "DT_FLOAT",
+        "tensor_shape": {
+            "dim": [{"size": str(-1 if d is None else d), "name": ""} for d in shape],
+            "unknown_rank": False,
+        },
+        "name": name,
+    }
+
+
+def metadata(model: OnnxModel) -> dict[str, Any]:
+    """The GetModelMetadata response: the ``serving_default`` signature of the model."""
+    outputs = {
+        o.name: _tensor_info(o.name, [None, *(int(d) for d in o.shape[1:])])
+        for o in model.session.get_outputs()
+    }
+    return {
+        "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    SIGNATURE: {
+                        "inputs": {
+                            model.input_name: _tensor_info(
+                                model.input_name, [None, *model.item_shape]
+                            )
+                        },
+                        "outputs": outputs,
+                        "method_name": "tensorflow/serving/predict",
+                    }
+                }
+            }
+        },
+    }

@@ -1,0 +1,369 @@
+"""The real service on loopback: every endpoint, both TF Serving formats, bad input, overload."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.serving_helpers import running_service
+
+NPY = "application/x-npy"
+
+
+@pytest.fixture(scope="module")
+def service(exported_repo, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "service.log"
+    flags = ("--max-request-items", "256", "--max-body-bytes", "3000000", "--max-delay-ms", "5")
+    with running_service(exported_repo, *flags, log=log) as url:
+        yield url, log
+
+
+@pytest.fixture(scope="module")
+def url(service):
+    return service[0]
+
+
+@pytest.fixture(scope="module")
+def local(exported_repo):
+    from serving.client import LocalVae
+
+    return LocalVae(exported_repo)
+
+
+@pytest.fixture(scope="module")
+def images(splits):
+    return (splits.test_images[:6].astype(np.float32) / 255.0).reshape(6, 28, 28, 1)
+
+
+def post(url: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.post(url + path, timeout=30, **kwargs)
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_operator_endpoints(url):
+    assert httpx.get(url + "/healthz").json() == {"status": "alive"}
+    ready = httpx.get(url + "/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["models"]["vae_decoder"]["versions"] == [1]
+    assert ready["models"]["vae_encoder"]["latest"]["input"]["shape"] == [None, 28, 28, 1]
+    spec = httpx.get(url + "/openapi.json").json()
+    assert {"/v1/encode", "/v1/sample", "/v1/decode", "/v1/models/{name}:predict"} <= set(
+        spec["paths"]
+    )
+    metrics = httpx.get(url + "/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "vae_request_latency_seconds_bucket" in metrics.text
+
+
+def test_encode_matches_onnxruntime_in_process(url, local, images):
+    body = post(url, "/v1/encode", json={"images": images.tolist()}).json()
+    expected = local.encode(images)
+    assert body["model"] == "vae_encoder" and body["version"] == 1
+    for name in ("z_mean", "z_log_var"):
+        np.testing.assert_allclose(np.array(body[name]), expected[name], atol=1e-5)
+    # The same images as [N, 28, 28] and [N, 784] are accepted.
+    for shape in ((6, 28, 28), (6, 784)):
+        other = post(url, "/v1/encode", json={"images": images.reshape(shape).tolist()}).json()
+        np.testing.assert_allclose(other["z_mean"], body["z_mean"], atol=1e-6)
+
+
+def test_encode_with_sampling_is_seedable(url, images):
+    payload = {"images": images[:3].tolist(), "sample": True, "seed": 7}
+    first = post(url, "/v1/encode", json=payload).json()
+    again = post(url, "/v1/encode", json=payload).json()
+    other = post(url, "/v1/encode", json={**payload, "seed": 8}).json()
+    assert np.array(first["z"]).shape == (3, 2)
+    assert first["z"] == again["z"] and first["z"] != other["z"]
+    mean, std = np.array(first["z_mean"]), np.exp(0.5 * np.array(first["z_log_var"]))
+    assert np.all(np.abs((np.array(first["z"]) - mean) / std) < 6)
+
+
+def test_sample_and_decode(url, local):
+    body = post(url, "/v1/sample", json={"n": 5, "seed": 3}).json()
+    probs, z = np.array(body["images"]), np.array(body["z"])
+    assert probs.shape == (5, 28, 28, 1) and z.shape == (5, 2)
+    assert probs.min() >= 0.0 and probs.max() <= 1.0
+    np.testing.assert_allclose(probs, local.decode(z), atol=1e-5)
+    np.testing.assert_allclose(z, np.random.default_rng(3).standard_normal((5, 2)), atol=1e-6)
+    again = post(url, "/v1/sample", json={"n": 5, "seed": 3}).json()
+    assert again["images"] == body["images"]
+    cold = post(url, "/v1/sample", json={"n": 5, "seed": 3, "temperature": 0.5}).json()
+    np.testing.assert_allclose(np.array(cold["z"]), 0.5 * z, atol=1e-6)
+
+    decoded = post(url, "/v1/decode", json={"z": z.tolist()}).json()
+    np.testing.assert_allclose(np.array(decoded["images"]), probs, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"params": {"format": "png"}}, {"headers": {"accept": "image/png"}}]
+)
+def test_sample_as_png_grid(url, kwargs):
+    response = post(url, "/v1/sample", json={"n": 10, "seed": 1}, **kwargs)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    data = response.content
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    assert (width, height, depth, colour) == (4 * 30 + 2, 3 * 30 + 2, 8, 0)  # 4x3 grid
+
+
+def test_binary_npy_path_and_http_client(url, local, images):
+    response = post(
+        url, "/v1/encode", content=npy(images), headers={"content-type": NPY, "accept": NPY}
+    )
+    assert response.headers["content-type"] == NPY
+    assert response.headers["x-outputs"] == "z_mean,z_log_var"
+    stacked = np.load(io.BytesIO(response.content))
+    assert stacked.shape == (6, 2, 2) and stacked.dtype == np.float32
+    np.testing.assert_allclose(stacked[:, 0], local.encode(images)["z_mean"], atol=1e-5)
+
+    from serving.client import ServiceError, VaeClient
+
+    with VaeClient(url) as client:
+        encoded = client.encode(images, sample=True, seed=1)
+        assert set(encoded) == {"z_mean", "z_log_var", "z"}
+        np.testing.assert_allclose(
+            encoded["z_log_var"], local.encode(images)["z_log_var"], atol=1e-5
+        )
+        decoded = client.decode(encoded["z"])
+        np.testing.assert_allclose(decoded, local.decode(encoded["z"]), atol=1e-5)
+        samples = client.sample(4, seed=5)
+        np.testing.assert_allclose(samples, local.sample(4, seed=5), atol=1e-5)
+        assert client.sample_png(4)[:4] == b"\x89PNG"
+        with pytest.raises(ServiceError) as refused:
+            client.decode(np.zeros((2, 3), np.float32))
+        assert refused.value.status == 400
+
+
+def test_tf_serving_row_and_columnar_formats(url, local, images):
+    expected = local.encode(images[:2])
+    rows = post(url, "/v1/models/vae_encoder:predict", json={"instances": images[:2].tolist()})
+    predictions = rows.json()["predictions"]
+    assert len(predictions) == 2 and set(predictions[0]) == {"z_mean", "z_log_var"}
+    np.testing.assert_allclose(predictions[1]["z_mean"], expected["z_mean"][1], atol=1e-5)
+
+    named = [{"images": image} for image in images[:2].tolist()]
+    rows_named = post(url, "/v1/models/vae_encoder:predict", json={"instances": named}).json()
+    assert rows_named == rows.json()
+
+    columnar = post(
+        url,
+        "/v1/models/vae_encoder/versions/1:predict",
+        json={"signature_name": "serving_default", "inputs": {"images": images[:2].tolist()}},
+    ).json()
+    np.testing.assert_allclose(columnar["outputs"]["z_log_var"], expected["z_log_var"], atol=1e-5)
+
+    z = [[0.0, 0.0], [1.0, -1.0]]
+    decoded = post(url, "/v1/models/vae_decoder:predict", json={"inputs": z}).json()["outputs"]
+    assert set(decoded) == {"probs", "logits"}
+    np.testing.assert_allclose(decoded["probs"], local.decode(np.array(z)), atol=1e-5)
+
+
+def test_tf_serving_status_and_metadata(url):
+    status = httpx.get(url + "/v1/models/vae_decoder").json()
+    assert status["model_version_status"] == [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
+    assert httpx.get(url + "/v1/models/vae_decoder/versions/1").status_code == 200
+    meta = httpx.get(url + "/v1/models/vae_encoder/metadata").json()
+    assert meta["model_spec"] == {"name": "vae_encoder", "signature_name": "", "version": "1"}
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert list(signature["inputs"]) == ["images"]
+    assert set(signature["outputs"]) == {"z_mean", "z_log_var"}
+    dims = signature["inputs"]["images"]["tensor_shape"]["dim"]
+    assert [d["size"] for d in dims] == ["-1", "28", "28", "1"]
+
+
+GOOD_IMAGE = np.zeros((28, 28, 1)).tolist()
+BAD_REQUESTS = [
+    ("/v1/encode", {"content": b"{not json"}, 400, "malformed JSON"),
+    ("/v1/encode", {"content": b""}, 400, "empty request body"),
+    ("/v1/encode", {"json": [1, 2]}, 400, "JSON object"),
+    ("/v1/encode", {"json": {"pictures": []}}, 400, 'missing "images"'),
+    ("/v1/encode", {"json": {"images": []}}, 400, "empty batch"),
+    ("/v1/encode", {"json": {"images": [[1, 2, 3]]}}, 400, "expected [N, 28, 28, 1]"),
+    ("/v1/encode", {"json": {"images": [GOOD_IMAGE, [[0.0]]]}}, 400, "ragged"),
+    ("/v1/encode", {"json": {"images": [[["a"] * 28] * 28]}}, 400, "must be numbers"),
+    ("/v1/encode", {"json": {"images": [[[True] * 28] * 28]}}, 400, "must be numbers"),
+    ("/v1/encode", {"content": b'{"images": [NaN]}'}, 400, "malformed JSON"),
+    ("/v1/encode", {"json": {"images": [[[2.0] * 28] * 28]}}, 400, "in [0, 1]"),
+    ("/v1/encode", {"json": {"images": [GOOD_IMAGE], "seed": -1}}, 400, "seed"),
+    ("/v1/encode", {"json": {"images": [GOOD_IMAGE], "sample": "maybe"}}, 400, "sample"),
+    ("/v1/encode", {"json": {"images": [GOOD_IMAGE] * 257}}, 413, "above the limit of 256"),
+    ("/v1/encode", {"content": b"x" * 3_000_001}, 413, "byte limit"),
+    ("/v1/encode", {"content": b"not npy", "headers": {"content-type": NPY}}, 400, ".npy"),
+    (
+        "/v1/encode",
+        {
+            "content": npy(np.full((1, 28, 28, 1), np.nan, np.float32)),
+            "headers": {"content-type": NPY},
+        },
+        400,
+        "NaN or Inf",
+    ),
+    ("/v1/encode?version=9", {"json": {"images": [GOOD_IMAGE]}}, 404, "no version 9"),
+    ("/v1/encode?version=x", {"json": {"images": [GOOD_IMAGE]}}, 400, "version"),
+    ("/v1/decode", {"content": b'{"z": [[0.0, Infinity]]}'}, 400, "malformed JSON"),
+    ("/v1/decode", {"json": {"z": [[0.0, 1e39]]}}, 400, "NaN or Inf"),
+    ("/v1/decode", {"json": {"z": [[0.0, 1.0, 2.0]]}}, 400, "expected [N, 2]"),
+    ("/v1/sample", {"json": {"n": 0}}, 400, "positive integer"),
+    ("/v1/sample", {"json": {"n": "3"}}, 400, "positive integer"),
+    ("/v1/sample", {"json": {"n": 257}}, 413, "above the limit"),
+    ("/v1/sample", {"json": {"n": 2, "temperature": -1}}, 400, "temperature"),
+    ("/v1/sample?format=gif", {"json": {"n": 2}}, 400, "unknown format"),
+    (
+        "/v1/models/vae_encoder:predict",
+        {"json": {"instances": [GOOD_IMAGE], "inputs": []}},
+        400,
+        "exactly one",
+    ),
+    ("/v1/models/vae_encoder:predict", {"json": {"inputs": {"x": [GOOD_IMAGE]}}}, 400, '"images"'),
+    (
+        "/v1/models/vae_encoder:predict",
+        {"json": {"signature_name": "other", "inputs": []}},
+        400,
+        "signature",
+    ),
+    ("/v1/models/vae_encoder:predict", {"json": {"instances": [[1.0]]}}, 400, "expected"),
+    ("/v1/models/vae_gan:predict", {"json": {"instances": [GOOD_IMAGE]}}, 404, "unknown model"),
+    (
+        "/v1/models/vae_encoder/versions/2:predict",
+        {"json": {"inputs": [GOOD_IMAGE]}},
+        404,
+        "no version 2",
+    ),
+    ("/v1/nothing", {"json": {}}, 404, "no such endpoint"),
+]
+
+
+@pytest.mark.parametrize("path,kwargs,status,message", BAD_REQUESTS)
+def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
+    url, path, kwargs, status, message
+):
+    response = post(url, path, **kwargs)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert post(url, "/v1/sample", json={"n": 1}).status_code == 200
+
+
+def test_wrong_method_is_a_json_405(url):
+    response = httpx.get(url + "/v1/encode")
+    assert response.status_code == 405 and "not allowed" in response.json()["error"]
+    assert httpx.put(url + "/v1/models/vae_encoder").status_code == 405
+
+
+def test_concurrent_requests_are_coalesced_into_batches(url, local, images):
+    def histogram(text: str) -> tuple[float, float]:
+        label = 'model="vae_encoder/1"'
+        total = float(re.search(rf"vae_batch_size_sum\{{{label}\}} (\S+)", text)[1])
+        count = float(re.search(rf"vae_batch_size_count\{{{label}\}} (\S+)", text)[1])
+        return total, count
+
+    before = histogram(httpx.get(url + "/metrics").text)
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            requests = [
+                client.post("/v1/encode", json={"images": images[i % 6 : i % 6 + 1].tolist()})
+                for i in range(48)
+            ]
+            return await asyncio.gather(*requests)
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    expected = local.encode(images)["z_mean"]
+    for i, response in enumerate(responses):  # each caller got its own slice back
+        np.testing.assert_allclose(response.json()["z_mean"][0], expected[i % 6], atol=1e-5)
+    after = histogram(httpx.get(url + "/metrics").text)
+    rows, calls = after[0] - before[0], after[1] - before[1]
+    assert rows == 48
+    assert calls < 48, f"48 concurrent requests took {calls} onnxruntime calls"
+
+
+def test_structured_request_log(service):
+    url, log = service
+    httpx.get(url + "/healthz")
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line["path"] == "/healthz" and line["status"] == 200 for line in lines)
+    assert {"ts", "method", "route", "ms"} <= set(lines[-1])
+
+
+def test_overload_gets_503_with_retry_after_and_deadline_gets_504(exported_repo):
+    flags = ("--max-queue", "1", "--max-batch-size", "1", "--timeout-s", "0.5")
+    with running_service(exported_repo, *flags) as url:
+
+        async def flood():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                requests = [client.post("/v1/sample", json={"n": 1024}) for _ in range(12)]
+                return await asyncio.gather(*requests)
+
+        responses = asyncio.run(flood())
+        statuses = sorted(r.status_code for r in responses)
+        rejected = [r for r in responses if r.status_code == 503]
+        assert rejected, statuses
+        assert rejected[0].headers["retry-after"] == "1"
+        assert "overloaded" in rejected[0].json()["error"]
+        assert 504 in statuses, statuses  # 1024 one-row calls outlast the 0.5 s deadline
+        assert httpx.post(url + "/v1/sample", json={"n": 1}, timeout=10).status_code == 200
+        metrics = httpx.get(url + "/metrics").text
+        assert re.search(r'vae_rejected_total\{model="vae_decoder/1"\} [1-9]', metrics)
+
+
+def test_missing_or_corrupt_repository_is_one_clear_error(tmp_path, exported_repo):
+    run = [sys.executable, "-m", "serving", "--port", "0", "--repo"]
+    missing = subprocess.run([*run, str(tmp_path / "none")], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: no ONNX model repository")
+    assert "Traceback" not in missing.stderr
+
+    broken = tmp_path / "broken"
+    for name in ("vae_encoder", "vae_decoder"):
+        (broken / "onnx" / name / "1").mkdir(parents=True)
+        (broken / "onnx" / name / "1" / "model.onnx").write_bytes(b"\x08garbage")
+    corrupt = subprocess.run([*run, str(broken)], capture_output=True, text=True, cwd=REPO)
+    assert corrupt.returncode == 2 and "cannot load" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr
+
+    bad_flag = subprocess.run(
+        [*run, str(exported_repo), "--max-batch-size", "0"], capture_output=True, text=True
+    )
+    assert bad_flag.returncode == 2 and "max_batch_size must be >= 1" in bad_flag.stderr
+
+
+def test_serving_imports_and_runs_without_tensorflow(exported_repo):
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+
+        class NoTensorFlow(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "keras_vae"):
+                    raise ImportError(name + " is not installed")
+
+        sys.meta_path.insert(0, NoTensorFlow())
+        import serving.__main__, serving.app, serving.client
+        from serving.client import LocalVae
+        vae = LocalVae({str(exported_repo)!r})
+        print(vae.sample(3, seed=0).shape)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(3, 28, 28, 1)"
