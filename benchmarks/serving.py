@@ -1,0 +1,252 @@
+"""``make bench``: onnxruntime's ceiling vs the HTTP service, with batching on and off.
+
+Prints one JSON document and writes it, with a plot, under ``artifacts/bench/``.
+Everything runs on this machine: the service and the load generator share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from benchmarks.loadgen import http_request, run_load
+from serving.engine import OnnxModel
+from serving.repository import discover
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+CONCURRENCY = (1, 8, 64)
+DELAYS_MS = (0.0, 0.5, 1.0, 2.0, 5.0)
+
+
+def raw_throughput(model: OnnxModel, batch: int, seconds: float = 1.0) -> float:
+    """Items per second of back-to-back onnxruntime calls at one batch size."""
+    inputs = np.random.default_rng(0).random((batch, *model.item_shape), dtype=np.float32)
+    model.run(inputs)
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.run(inputs)
+        calls += 1
+    return calls * batch / (time.perf_counter() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """``python -m serving`` in a subprocess, quiet, ready when the constructor returns."""
+
+    def __init__(self, repo: str, *flags: str):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--repo",
+                repo,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *flags,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url("/readyz"), timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.close()
+        raise RuntimeError("the service did not become ready")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def batches(self, model: str) -> tuple[float, float]:
+        text = urllib.request.urlopen(self.url("/metrics")).read().decode()
+        label = re.escape(f'{{model="{model}"}}')
+        total = re.search(rf"vae_batch_size_sum{label} (\S+)", text)
+        count = re.search(rf"vae_batch_size_count{label} (\S+)", text)
+        return (float(total[1]), float(count[1])) if total else (0.0, 0.0)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def workloads(image: np.ndarray) -> dict[str, tuple[str, bytes]]:
+    """Single-item requests: the hardest case for a service, the best case for batching."""
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, image[None])
+    return {
+        "encode_json": (
+            "vae_encoder",
+            http_request("/v1/encode", orjson.dumps({"images": image[None].tolist()})),
+        ),
+        "encode_npy": (
+            "vae_encoder",
+            http_request("/v1/encode", buffer.getvalue(), "application/x-npy"),
+        ),
+        "sample_json": ("vae_decoder", http_request("/v1/sample", b'{"n": 1}')),
+    }
+
+
+def measure(
+    service: Service, version: int, request: bytes, model: str, concurrency: int, seconds: float
+) -> dict:
+    label = f"{model}/{version}"
+    before = service.batches(label)
+    result = run_load(service.port, request, concurrency, seconds)
+    after = service.batches(label)
+    rows, calls = after[0] - before[0], after[1] - before[1]
+    summary = result.summary()
+    summary["mean_batch"] = round(rows / calls, 2) if calls else None
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
+    parser.add_argument("--repo", default="artifacts/models")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--out", default="artifacts/bench")
+    args = parser.parse_args(argv)
+
+    found = discover(args.repo)
+    threads = os.cpu_count() or 1
+    models = {name: OnnxModel(v[max(v)], name, max(v), threads) for name, v in found.items()}
+    version = models["vae_encoder"].version
+    report: dict = {"machine": {"cpus": os.cpu_count()}, "seconds_per_point": args.seconds}
+
+    report["raw_onnxruntime_items_per_s"] = {
+        name: {str(b): round(raw_throughput(model, b), 1) for b in BATCH_SIZES}
+        for name, model in models.items()
+    }
+    print(json.dumps(report["raw_onnxruntime_items_per_s"]), file=sys.stderr, flush=True)
+
+    image = (np.random.default_rng(0).random((28, 28, 1)) < 0.13).astype(np.float32)
+    loads = workloads(image)
+    report["service"] = {}
+    for mode, flags in (("batching_on", ()), ("batching_off", ("--no-batching",))):
+        service = Service(args.repo, *flags)
+        try:
+            report["service"][mode] = {
+                name: [
+                    measure(service, version, request, model, c, args.seconds) for c in CONCURRENCY
+                ]
+                for name, (model, request) in loads.items()
+            }
+        finally:
+            service.close()
+        print(json.dumps({mode: report["service"][mode]}), file=sys.stderr, flush=True)
+
+    report["max_delay_sweep_encode_json"] = {}
+    model, request = loads["encode_json"]
+    for delay in DELAYS_MS:
+        service = Service(args.repo, "--max-delay-ms", str(delay))
+        try:
+            report["max_delay_sweep_encode_json"][str(delay)] = [
+                measure(service, version, request, model, c, args.seconds) for c in (1, 64)
+            ]
+        finally:
+            service.close()
+
+    report["targets"] = targets(report, models)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out / "serving.png")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def targets(report: dict, models: dict[str, OnnxModel]) -> dict:
+    """The issue's targets, each with the figures it compares."""
+    on, off = report["service"]["batching_on"], report["service"]["batching_off"]
+    checks = {}
+    for name, model_name in (
+        ("encode_json", "vae_encoder"),
+        ("encode_npy", "vae_encoder"),
+        ("sample_json", "vae_decoder"),
+    ):
+        at64 = on[name][-1]
+        batch = max(1, round(at64["mean_batch"] or 1))
+        raw = raw_throughput(models[model_name], batch)
+        checks[name] = {
+            "service_items_per_s_c64": at64["items_per_s"],
+            "effective_batch_c64": at64["mean_batch"],
+            "raw_items_per_s_at_that_batch": round(raw, 1),
+            "fraction_of_raw": round(at64["items_per_s"] / raw, 3),
+            "speedup_vs_batching_off_c64": round(
+                at64["items_per_s"] / off[name][-1]["items_per_s"], 2
+            ),
+            "p99_ms_c1": on[name][0]["p99_ms"],
+        }
+    checks["goals"] = {
+        "fraction_of_raw >= 0.8": {k: v["fraction_of_raw"] >= 0.8 for k, v in checks.items()},
+        "speedup >= 3": {
+            k: v["speedup_vs_batching_off_c64"] >= 3 for k, v in checks.items() if k != "goals"
+        },
+        "encode p99 at c1 < 5 ms": on["encode_json"][0]["p99_ms"] < 5,
+    }
+    return checks
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode, style in (("batching_on", "-"), ("batching_off", "--")):
+        for name, points in report["service"][mode].items():
+            left.plot(
+                CONCURRENCY,
+                [p["items_per_s"] for p in points],
+                style,
+                marker="o",
+                label=f"{name} ({mode.replace('_', ' ')})",
+            )
+            right.plot(
+                CONCURRENCY,
+                [p["p99_ms"] for p in points],
+                style,
+                marker="o",
+                label=f"{name} ({mode.replace('_', ' ')})",
+            )
+    for name, table in report["raw_onnxruntime_items_per_s"].items():
+        left.axhline(table["64"], color="grey", linewidth=0.8, linestyle=":")
+        left.text(1, table["64"], f"raw {name} @64", fontsize=7, va="bottom")
+    for axis, label in ((left, "items / s"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("concurrent clients")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+    left.legend(fontsize=7)
+    figure.suptitle("keras-vae serving: single-item requests, 2-core machine")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
