@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
+        proxy_headers=False,  # direct clients; a proxy in front would set its own headers
     )
     return 0
 

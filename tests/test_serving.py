@@ -216,6 +216,15 @@ BAD_REQUESTS = [
         400,
         "NaN or Inf",
     ),
+    (
+        "/v1/encode",
+        {
+            "content": npy(np.zeros((2, 28, 28, 1), np.float32))[:-10],
+            "headers": {"content-type": NPY},
+        },
+        400,
+        "data bytes",
+    ),
     ("/v1/encode?version=9", {"json": {"images": [GOOD_IMAGE]}}, 404, "no version 9"),
     ("/v1/encode?version=x", {"json": {"images": [GOOD_IMAGE]}}, 400, "version"),
     ("/v1/decode", {"content": b'{"z": [[0.0, Infinity]]}'}, 400, "malformed JSON"),
