@@ -7,6 +7,7 @@ Everything runs on this machine: the service and the load generator share its co
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -92,32 +93,56 @@ class Service:
         self.process.wait(10)
 
 
-def workloads(image: np.ndarray) -> dict[str, tuple[str, bytes]]:
-    """Single-item requests: the hardest case for a service, the best case for batching."""
-    buffer = __import__("io").BytesIO()
-    np.save(buffer, image[None])
+def workloads(images: np.ndarray) -> dict[str, tuple[str, bytes, int]]:
+    """(model, pre-encoded request, items per request). Single items are the hardest case
+    for a service and the best case for batching; 16 per request is a client mini-batch."""
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
+    one = images[:1]
     return {
         "encode_json": (
             "vae_encoder",
-            http_request("/v1/encode", orjson.dumps({"images": image[None].tolist()})),
+            http_request("/v1/encode", orjson.dumps({"images": one.tolist()})),
+            1,
         ),
         "encode_npy": (
             "vae_encoder",
-            http_request("/v1/encode", buffer.getvalue(), "application/x-npy"),
+            http_request("/v1/encode", npy(one), "application/x-npy"),
+            1,
         ),
-        "sample_json": ("vae_decoder", http_request("/v1/sample", b'{"n": 1}')),
+        "sample_json": ("vae_decoder", http_request("/v1/sample", b'{"n": 1}'), 1),
+        "encode_npy_x16": (
+            "vae_encoder",
+            http_request("/v1/encode", npy(images[:16]), "application/x-npy"),
+            16,
+        ),
+        "sample_npy_x16": (
+            "vae_decoder",
+            http_request("/v1/sample?format=npy", b'{"n": 16}'),
+            16,
+        ),
     }
 
 
 def measure(
-    service: Service, version: int, request: bytes, model: str, concurrency: int, seconds: float
+    service: Service,
+    version: int,
+    request: bytes,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    items: int = 1,
 ) -> dict:
     label = f"{model}/{version}"
     before = service.batches(label)
     result = run_load(service.port, request, concurrency, seconds)
     after = service.batches(label)
     rows, calls = after[0] - before[0], after[1] - before[1]
-    summary = result.summary()
+    summary = result.summary(items)
     summary["mean_batch"] = round(rows / calls, 2) if calls else None
     return summary
 
@@ -141,24 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(report["raw_onnxruntime_items_per_s"]), file=sys.stderr, flush=True)
 
-    image = (np.random.default_rng(0).random((28, 28, 1)) < 0.13).astype(np.float32)
-    loads = workloads(image)
+    images = (np.random.default_rng(0).random((16, 28, 28, 1)) < 0.13).astype(np.float32)
+    loads = workloads(images)
     report["service"] = {}
     for mode, flags in (("batching_on", ()), ("batching_off", ("--no-batching",))):
         service = Service(args.repo, *flags)
         try:
             report["service"][mode] = {
                 name: [
-                    measure(service, version, request, model, c, args.seconds) for c in CONCURRENCY
+                    measure(service, version, request, model, c, args.seconds, items)
+                    for c in CONCURRENCY
                 ]
-                for name, (model, request) in loads.items()
+                for name, (model, request, items) in loads.items()
             }
         finally:
             service.close()
         print(json.dumps({mode: report["service"][mode]}), file=sys.stderr, flush=True)
 
     report["max_delay_sweep_encode_json"] = {}
-    model, request = loads["encode_json"]
+    model, request, _ = loads["encode_json"]
     for delay in DELAYS_MS:
         service = Service(args.repo, "--max-delay-ms", str(delay))
         try:
@@ -181,12 +207,9 @@ def targets(report: dict, models: dict[str, OnnxModel]) -> dict:
     """The issue's targets, each with the figures it compares."""
     on, off = report["service"]["batching_on"], report["service"]["batching_off"]
     checks = {}
-    for name, model_name in (
-        ("encode_json", "vae_encoder"),
-        ("encode_npy", "vae_encoder"),
-        ("sample_json", "vae_decoder"),
-    ):
-        at64 = on[name][-1]
+    for name, points in on.items():
+        model_name = "vae_encoder" if name.startswith("encode") else "vae_decoder"
+        at64 = points[-1]
         batch = max(1, round(at64["mean_batch"] or 1))
         raw = raw_throughput(models[model_name], batch)
         checks[name] = {
