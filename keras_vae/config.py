@@ -16,6 +16,8 @@ from typing import Any
 from keras_vae.errors import ConfigError
 
 DATASETS = ("mnist", "fashion_mnist")
+ARCHITECTURES = ("conv", "resnet")
+LR_SCHEDULES = ("constant", "cosine")
 BINARIZATIONS = ("dynamic", "static", "none")
 DATA_DIR_ENV = "KERAS_VAE_DATA_DIR"
 
@@ -64,9 +66,21 @@ class ModelConfig:
     latent_dim: int = 16
     conv_filters: tuple[int, ...] = (32, 64)
     hidden_units: int = 256
+    # "conv": the keras.io networks; "resnet": the same 28 -> 14 -> 7 plan with
+    # residual blocks at each resolution, for quality.
+    architecture: str = "conv"
+    residual_blocks: int = 1
 
     def __post_init__(self) -> None:
         self.conv_filters = tuple(int(f) for f in self.conv_filters)
+        _require(
+            self.architecture in ARCHITECTURES,
+            f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}",
+        )
+        _require(
+            self.residual_blocks >= 0,
+            f"residual_blocks must be >= 0, got {self.residual_blocks}",
+        )
         _require(
             self.latent_dim >= 1,
             f"latent_dim must be a positive integer, got {self.latent_dim}; try 2 or 16",
@@ -85,6 +99,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 1e-3
+    # "cosine" decays the learning rate to 5 % of its start over the whole run.
+    lr_schedule: str = "constant"
     # Weight of the KL term (beta-VAE); 1.0 is the true ELBO.
     beta: float = 1.0
     # Linear KL warm-up from 0 to beta over this many epochs (0 = off).
@@ -97,6 +113,10 @@ class TrainConfig:
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}",
+        )
         _require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         _require(
             self.kl_warmup_epochs >= 0,
@@ -138,3 +158,18 @@ class RunConfig:
             raise ConfigError(f"no configuration at {path}; is this a run folder?") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path} is not valid JSON ({error})") from None
+
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A named partial configuration ({"data": ..., "model": ..., "train": ...})."""
+    path = PRESETS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    return json.loads(path.read_text())

@@ -1,8 +1,10 @@
 """The encoder and decoder networks, built functionally.
 
-Default architecture: the convolutional one of the keras.io VAE example
+Default architecture ("conv"): the convolutional one of the keras.io VAE example
 (two stride-2 convolutions down to 7x7, dense bottleneck; mirrored with
 transposed convolutions), with the widths taken from :class:`ModelConfig`.
+"resnet" keeps that plan and adds residual blocks at each resolution: more depth
+for the likelihood, still only standard layers, so saving and tf2onnx need nothing new.
 """
 
 from __future__ import annotations
@@ -14,8 +16,17 @@ from keras_vae.config import ModelConfig
 from keras_vae.data import IMAGE_SHAPE
 
 
+def residual_block(x, filters: int, name: str):
+    """x + conv(relu(conv(x))), then relu: two 3x3 convolutions that learn a correction."""
+    y = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
+    y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(y)
+    return layers.Activation("relu", name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
+
+
 def build_encoder(config: ModelConfig) -> keras.Model:
     """images [N, 28, 28, 1] -> (z_mean, z_log_var), each [N, latent_dim]."""
+    if config.architecture == "resnet":
+        return _resnet_encoder(config)
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
     x = images
     for filters in config.conv_filters:
@@ -29,6 +40,8 @@ def build_encoder(config: ModelConfig) -> keras.Model:
 
 def build_decoder(config: ModelConfig) -> keras.Model:
     """z [N, latent_dim] -> Bernoulli logits [N, 28, 28, 1]."""
+    if config.architecture == "resnet":
+        return _resnet_decoder(config)
     first, second = config.conv_filters
     z = keras.Input(shape=(config.latent_dim,), name="z")
     x = layers.Dense(7 * 7 * second, activation="relu")(z)
@@ -36,4 +49,34 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     x = layers.Conv2DTranspose(second, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation="relu")(x)
     logits = layers.Conv2DTranspose(1, 3, padding="same", name="logits")(x)
+    return keras.Model(z, logits, name="decoder")
+
+
+def _resnet_encoder(config: ModelConfig) -> keras.Model:
+    images = keras.Input(shape=IMAGE_SHAPE, name="images")
+    x = images
+    for level, filters in enumerate(config.conv_filters):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+        for block in range(config.residual_blocks):
+            x = residual_block(x, filters, f"enc{level}_res{block}")
+    x = layers.Flatten()(x)
+    x = layers.Dense(config.hidden_units, activation="relu")(x)
+    z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def _resnet_decoder(config: ModelConfig) -> keras.Model:
+    first, second = config.conv_filters
+    z = keras.Input(shape=(config.latent_dim,), name="z")
+    x = layers.Dense(config.hidden_units, activation="relu")(z)
+    x = layers.Dense(7 * 7 * second, activation="relu")(x)
+    x = layers.Reshape((7, 7, second))(x)
+    for block in range(config.residual_blocks):
+        x = residual_block(x, second, f"dec1_res{block}")
+    x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation="relu")(x)
+    for block in range(config.residual_blocks):
+        x = residual_block(x, first, f"dec0_res{block}")
+    x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation="relu")(x)
+    logits = layers.Conv2D(1, 3, padding="same", name="logits")(x)
     return keras.Model(z, logits, name="decoder")

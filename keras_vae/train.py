@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keras_vae.config import (
+    ARCHITECTURES,
     BINARIZATIONS,
     DATASETS,
+    LR_SCHEDULES,
     DataConfig,
     ModelConfig,
     RunConfig,
     TrainConfig,
+    load_preset,
+    preset_names,
 )
 from keras_vae.errors import run_cli
 from keras_vae.runs import (
@@ -58,15 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--latent-dim", type=int, help="default: 16 (2 draws the latent map)")
     model.add_argument("--conv-filters", type=int, nargs=2, help="default: 32 64")
     model.add_argument("--hidden-units", type=int, help="default: 256")
+    model.add_argument("--architecture", choices=ARCHITECTURES, help="default: conv (keras.io)")
+    model.add_argument("--residual-blocks", type=int, help="per resolution, resnet (default 1)")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, help="default: 30")
     train.add_argument("--batch-size", type=int, help="default: 128")
     train.add_argument("--learning-rate", type=float, help="default: 1e-3")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
     train.add_argument("--beta", type=float, help="KL weight (default 1.0: the true ELBO)")
     train.add_argument("--kl-warmup-epochs", type=int, help="linear KL warm-up (default 0: off)")
     train.add_argument("--seed", type=int, help="default: 0")
     train.add_argument("--output-dir", help="where run folders go (default artifacts/runs)")
     train.add_argument("--run-name", help="run folder name (default: time, dataset, latent)")
+    parser.add_argument(
+        "--preset",
+        choices=preset_names(),
+        help="start from a named configuration (keras_vae/presets/); flags override it",
+    )
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run with its own config"
     )
@@ -74,14 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Dataclass defaults, overridden by the flags that were given."""
-    given = vars(args)
-
-    def pick(cls):
-        names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in given.items() if k in names})
-
-    return RunConfig(data=pick(DataConfig), model=pick(ModelConfig), train=pick(TrainConfig))
+    """Dataclass defaults, overridden by the preset if one is named, then by the flags given."""
+    given = dict(vars(args))
+    preset = load_preset(given.pop("preset")) if "preset" in given else {}
+    sections = {}
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        names = set(cls.__dataclass_fields__)
+        sections[section] = {
+            **preset.get(section, {}),
+            **{k: v for k, v in given.items() if k in names},
+        }
+    return RunConfig.from_dict(sections)
 
 
 def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
@@ -118,7 +133,12 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
         kl_warmup_steps=config.train.kl_warmup_epochs * steps_per_epoch,
         seed=config.train.seed,
     )
-    vae.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate))
+    learning_rate = config.train.learning_rate
+    if config.train.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=config.train.epochs * steps_per_epoch, alpha=0.05
+        )
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
     monitor = "val_loss" if validation is not None else "loss"
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     callbacks = [

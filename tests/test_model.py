@@ -16,8 +16,11 @@ def _binary_images(count: int, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).random((count, 28, 28, 1)) < 0.2).astype(np.float32)
 
 
-def test_networks_have_the_contract_shapes_with_any_batch():
-    config = ModelConfig(latent_dim=5, conv_filters=(8, 16), hidden_units=32)
+@pytest.mark.parametrize("architecture", ["conv", "resnet"])
+def test_networks_have_the_contract_shapes_with_any_batch(architecture):
+    config = ModelConfig(
+        latent_dim=5, conv_filters=(8, 16), hidden_units=32, architecture=architecture
+    )
     encoder, decoder = build_encoder(config), build_decoder(config)
     for batch in (1, 7):
         z_mean, z_log_var = encoder(_binary_images(batch))
@@ -33,6 +36,8 @@ def test_networks_have_the_contract_shapes_with_any_batch():
         ({"latent_dim": 0}, "latent_dim must be a positive integer, got 0"),
         ({"conv_filters": (32,)}, "conv_filters must be two positive integers"),
         ({"hidden_units": 0}, "hidden_units must be >= 1"),
+        ({"architecture": "transformer"}, "unknown architecture 'transformer'; choose one of"),
+        ({"residual_blocks": -1}, "residual_blocks must be >= 0"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):
