@@ -40,14 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KerasVaeError(f"--atol must be > 0, got {args.atol}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from export.build import export_run
-    from keras_vae.runs import check_run_dir, latest_run, load_config
+    from keras_vae.runs import resolve_run
 
-    run_dir = check_run_dir(args.run_dir) if args.run_dir else latest_run(args.runs)
-    config = load_config(run_dir)
-    if args.data_dir:
-        config.data.data_dir = args.data_dir
-    if args.tfds_dir:
-        config.data.tfds_dir = args.tfds_dir
+    run_dir, config = resolve_run(args.run_dir, args.runs, args.data_dir, args.tfds_dir)
     print(f"exporting {run_dir} -> {args.repo}", flush=True)
     result = export_run(
         run_dir, args.repo, args.version, args.atol, args.parity_examples, config=config

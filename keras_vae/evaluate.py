@@ -20,7 +20,7 @@ import numpy as np
 from keras_vae.data import HELD_OUT_SEED
 from keras_vae.errors import KerasVaeError, run_cli
 from keras_vae.iwae import Decode, Encode, evaluate_likelihood
-from keras_vae.runs import MODEL_FILE, check_run_dir, latest_run, load_config, update_metrics
+from keras_vae.runs import MODEL_FILE, resolve_run, update_metrics
 
 
 def evaluate_elbo(vae, inputs: np.ndarray, batch_size: int = 500) -> dict:
@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.k < 0 or args.images < 0:
         raise KerasVaeError("--k and --images must be >= 0")
-    run_dir = check_run_dir(args.run_dir) if args.run_dir else latest_run(args.runs)
-    config = load_config(run_dir)
-    if args.data_dir:
-        config.data.data_dir = args.data_dir
-    if args.tfds_dir:
-        config.data.tfds_dir = args.tfds_dir
+    run_dir, config = resolve_run(args.run_dir, args.runs, args.data_dir, args.tfds_dir)
 
     from keras_vae.data import held_out_inputs, load_tfds_split
 

@@ -31,11 +31,7 @@ def build_encoder(config: ModelConfig) -> keras.Model:
     x = images
     for filters in config.conv_filters:
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(config.hidden_units, activation="relu")(x)
-    z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
-    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+    return _encoder_head(images, x, config)
 
 
 def build_decoder(config: ModelConfig) -> keras.Model:
@@ -59,11 +55,7 @@ def _resnet_encoder(config: ModelConfig) -> keras.Model:
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
         for block in range(config.residual_blocks):
             x = residual_block(x, filters, f"enc{level}_res{block}")
-    x = layers.Flatten()(x)
-    x = layers.Dense(config.hidden_units, activation="relu")(x)
-    z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
-    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+    return _encoder_head(images, x, config)
 
 
 def _resnet_decoder(config: ModelConfig) -> keras.Model:
@@ -80,3 +72,12 @@ def _resnet_decoder(config: ModelConfig) -> keras.Model:
     x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation="relu")(x)
     logits = layers.Conv2D(1, 3, padding="same", name="logits")(x)
     return keras.Model(z, logits, name="decoder")
+
+
+def _encoder_head(images, features, config: ModelConfig) -> keras.Model:
+    """Feature map -> dense -> the posterior's mean and log-variance."""
+    x = layers.Flatten()(features)
+    x = layers.Dense(config.hidden_units, activation="relu")(x)
+    z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")

@@ -82,6 +82,23 @@ def load_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.load(Path(run_dir) / CONFIG_FILE)
 
 
+def resolve_run(
+    run_dir: str | None,
+    runs: str | Path = "artifacts/runs",
+    data_dir: str | None = None,
+    tfds_dir: str | None = None,
+) -> tuple[Path, RunConfig]:
+    """The run a command works on (given, else the latest) and its config, with the data
+    location overridden, e.g. when the run was trained on another machine."""
+    folder = check_run_dir(run_dir) if run_dir else latest_run(runs)
+    config = load_config(folder)
+    if data_dir:
+        config.data.data_dir = data_dir
+    if tfds_dir:
+        config.data.tfds_dir = tfds_dir
+    return folder, config
+
+
 def write_json(path: str | Path, values: Any) -> None:
     """Write JSON atomically: readers see the old file or the new one, never half of one."""
     path = Path(path)
