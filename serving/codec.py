@@ -93,7 +93,10 @@ def check_batch(
     array: np.ndarray, item_shape: tuple[int, ...], what: str, max_items: int
 ) -> np.ndarray:
     """Accept [N, *item_shape] (images may also come as [N, 28, 28] or [N, 784])."""
-    if array.ndim == 0 or array.shape[0] == 0:
+    expected = "[N, " + ", ".join(map(str, item_shape)) + "]"
+    if array.ndim == 0:
+        raise ApiError(400, f"{what} is a single number; expected a batch {expected}")
+    if array.shape[0] == 0:
         raise ApiError(400, f"{what} is an empty batch; send at least one item")
     items = array.shape[0]
     if items > max_items:
@@ -103,8 +106,7 @@ def check_batch(
         if array.ndim >= 2 and int(np.prod(array.shape[1:])) == size and len(item_shape) > 1:
             array = array.reshape((items, *item_shape))
         else:
-            shape = "[N, " + ", ".join(map(str, item_shape)) + "]"
-            raise ApiError(400, f"{what} has shape {list(array.shape)}; expected {shape}")
+            raise ApiError(400, f"{what} has shape {list(array.shape)}; expected {expected}")
     return np.ascontiguousarray(array)
 
 

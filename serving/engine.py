@@ -43,11 +43,10 @@ class OnnxModel:
 
     @property
     def latent_dim(self) -> int:
-        return (
-            self.item_shape[0]
-            if self.name.endswith("decoder")
-            else int(self.session.get_outputs()[0].shape[1])
-        )
+        """The decoder's input size, or the encoder's output size."""
+        if self.name.endswith("decoder"):
+            return self.item_shape[0]
+        return int(self.session.get_outputs()[0].shape[1])
 
     def run(self, inputs: np.ndarray, max_batch: int = 0) -> dict[str, np.ndarray]:
         """Outputs for ``inputs`` [N, *item_shape]; above ``max_batch`` rows, run in chunks."""

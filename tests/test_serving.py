@@ -196,6 +196,7 @@ BAD_REQUESTS = [
     ("/v1/encode", {"json": [1, 2]}, 400, "JSON object"),
     ("/v1/encode", {"json": {"pictures": []}}, 400, 'missing "images"'),
     ("/v1/encode", {"json": {"images": []}}, 400, "empty batch"),
+    ("/v1/encode", {"json": {"images": 0.5}}, 400, "single number"),
     ("/v1/encode", {"json": {"images": [[1, 2, 3]]}}, 400, "expected [N, 28, 28, 1]"),
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE, [[0.0]]]}}, 400, "ragged"),
     ("/v1/encode", {"json": {"images": [[["a"] * 28] * 28]}}, 400, "must be numbers"),
