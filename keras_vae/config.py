@@ -17,6 +17,8 @@ from keras_vae.errors import ConfigError
 
 DATASETS = ("mnist", "fashion_mnist")
 ARCHITECTURES = ("conv", "resnet")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+SHARD_POLICIES = ("data", "auto", "off")
 LR_SCHEDULES = ("constant", "cosine")
 BINARIZATIONS = ("dynamic", "static", "none")
 DATA_DIR_ENV = "KERAS_VAE_DATA_DIR"
@@ -106,6 +108,12 @@ class TrainConfig:
     # Linear KL warm-up from 0 to beta over this many epochs (0 = off).
     kl_warmup_epochs: int = 0
     seed: int = 0
+    # tf.distribute: "default" (one device), "mirrored" (all local devices) or
+    # "multi_worker" (the cluster in TF_CONFIG). batch_size is the global batch.
+    strategy: str = "default"
+    # How workers split the input: "data" (every worker skips the others' elements),
+    # "auto" (tf.data decides) or "off" (each worker reads everything).
+    shard_policy: str = "data"
     output_dir: str = "artifacts/runs"
     run_name: str | None = None
 
@@ -118,6 +126,15 @@ class TrainConfig:
             f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}",
         )
         _require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        _require(
+            self.strategy in STRATEGIES,
+            f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}",
+        )
+        _require(
+            self.shard_policy in SHARD_POLICIES,
+            f"unknown shard_policy {self.shard_policy!r}; "
+            f"choose one of {', '.join(SHARD_POLICIES)}",
+        )
         _require(
             self.kl_warmup_epochs >= 0,
             f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}",

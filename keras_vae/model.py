@@ -18,6 +18,13 @@ from keras_vae.layers import Sampling
 from keras_vae.networks import build_decoder, build_encoder
 
 
+def _multi_worker() -> bool:
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
     """Encoder -> Sampling -> decoder, trained on the negative ELBO.
@@ -98,7 +105,12 @@ class VAE(keras.Model):
         self.reconstruction_tracker.update_state(-log_likelihood)
         self.kl_tracker.update_state(kl)
         self.elbo_tracker.update_state(log_likelihood - kl)
-        return {metric.name: metric.result() for metric in self.metrics}
+        results = {metric.name: metric.result() for metric in self.metrics}
+        if _multi_worker():
+            # Keras 3.15 averages step outputs across workers with reduce(axis=0), which
+            # fails on scalars: give each a length-1 axis that the average removes.
+            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
@@ -106,7 +118,11 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             log_likelihood, kl = self._elbo_terms(x, self.sampler, training=True)
             loss = ops.mean(kl_weight * kl - log_likelihood)
-        gradients = tape.gradient(loss, self.trainable_weights)
+            # Under tf.distribute each replica sees 1/R of the global batch and the
+            # optimizer sums the replicas' gradients: dividing by R makes the step the
+            # gradient of the mean over the global batch, whatever the replica count.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         return self._record(log_likelihood, kl, kl_weight)
 

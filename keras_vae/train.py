@@ -9,7 +9,9 @@ interrupted run continues from its last finished epoch with ``--resume``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +22,8 @@ from keras_vae.config import (
     BINARIZATIONS,
     DATASETS,
     LR_SCHEDULES,
+    SHARD_POLICIES,
+    STRATEGIES,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -27,7 +31,7 @@ from keras_vae.config import (
     load_preset,
     preset_names,
 )
-from keras_vae.errors import run_cli
+from keras_vae.errors import ConfigError, run_cli
 from keras_vae.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -72,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--beta", type=float, help="KL weight (default 1.0: the true ELBO)")
     train.add_argument("--kl-warmup-epochs", type=int, help="linear KL warm-up (default 0: off)")
     train.add_argument("--seed", type=int, help="default: 0")
+    train.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="default (one device), mirrored (all local devices), multi_worker (TF_CONFIG)",
+    )
+    train.add_argument(
+        "--shard-policy", choices=SHARD_POLICIES, help="how workers split the input (data)"
+    )
     train.add_argument("--output-dir", help="where run folders go (default artifacts/runs)")
     train.add_argument("--run-name", help="run folder name (default: time, dataset, latent)")
     parser.add_argument(
@@ -99,55 +111,82 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(sections)
 
 
+def worker_scratch(run_dir: Path, index: int) -> Path:
+    """Where a non-chief worker writes: beside the run folder, never inside it."""
+    folder = run_dir.parent / ".workers" / run_dir.name / f"worker-{index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
     """Train (or, given an existing ``run_dir``, resume) a run; return its folder."""
     import keras
 
     from keras_vae import data as vae_data
     from keras_vae.callbacks import EpochTimer
+    from keras_vae.distribute import cluster_role, make_strategy, with_shard_policy
     from keras_vae.evaluate import evaluate_elbo
     from keras_vae.model import VAE
     from keras_vae.report import write_pictures
 
+    # The strategy first: a multi-worker one must exist before TensorFlow runs anything.
+    role = cluster_role(config.train.strategy)
+    strategy = make_strategy(config.train.strategy)
+    if role.workers > 1 and run_dir is None and not config.train.run_name:
+        raise ConfigError("a multi-worker run needs --run-name, so every worker names it alike")
     keras.utils.set_random_seed(config.train.seed)
     # Data first: a missing dataset must not leave an empty run folder behind.
     splits = vae_data.load_splits(config.data)
-    batch_size = config.train.batch_size
-    train_stream = vae_data.training_dataset(
-        splits.train_images, batch_size, config.data.binarization, config.train.seed
+    batch_size = config.train.batch_size  # the global batch, split across replicas
+    train_stream = with_shard_policy(
+        vae_data.training_dataset(
+            splits.train_images, batch_size, config.data.binarization, config.train.seed
+        ),
+        config.train.shard_policy,
     )
     steps_per_epoch = len(splits.train_images) // batch_size
     validation = None
     if len(splits.val_images):
         val_inputs = vae_data.held_out_inputs(splits.val_images, config.data.binarization)
-        validation = vae_data.evaluation_dataset(val_inputs, batch_size)
+        validation = with_shard_policy(
+            vae_data.evaluation_dataset(val_inputs, batch_size), config.train.shard_policy
+        )
 
-    if run_dir is None:
+    if run_dir is None and role.is_chief:
         run_dir = new_run_dir(config)
         config.save(run_dir / CONFIG_FILE)
-    print(f"run folder: {run_dir}", flush=True)
+    elif run_dir is None:
+        run_dir = Path(config.train.output_dir) / config.train.run_name
+    # Every worker runs the same steps, saves included (they read replicated values
+    # collectively), but only the chief writes into the run folder; the others write
+    # to a scratch folder of their own, kept until the end so that a restarted worker
+    # finds its backup, then removed.
+    work_dir = run_dir if role.is_chief else worker_scratch(run_dir, role.index)
+    suffix = "" if role.is_chief else f" (worker {role.index} writes to {work_dir})"
+    print(f"run folder: {run_dir}{suffix}", flush=True)
 
-    vae = VAE.from_model_config(
-        config.model,
-        beta=config.train.beta,
-        kl_warmup_steps=config.train.kl_warmup_epochs * steps_per_epoch,
-        seed=config.train.seed,
-    )
-    learning_rate = config.train.learning_rate
-    if config.train.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=config.train.epochs * steps_per_epoch, alpha=0.05
+    with strategy.scope():
+        vae = VAE.from_model_config(
+            config.model,
+            beta=config.train.beta,
+            kl_warmup_steps=config.train.kl_warmup_epochs * steps_per_epoch,
+            seed=config.train.seed,
         )
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        learning_rate = config.train.learning_rate
+        if config.train.lr_schedule == "cosine":
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=config.train.epochs * steps_per_epoch, alpha=0.05
+            )
+        vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
     monitor = "val_loss" if validation is not None else "loss"
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    (work_dir / "checkpoints").mkdir(exist_ok=True)
     callbacks = [
         EpochTimer(),
-        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+        keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR)),
+        keras.callbacks.CSVLogger(str(work_dir / HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, save_best_only=True
+            str(work_dir / "checkpoints" / "best.keras"), monitor=monitor, save_best_only=True
         ),
         *extra_callbacks,
     ]
@@ -168,8 +207,8 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
         verbose=1 if sys.stdout.isatty() else 2,
     )
     train_seconds = time.perf_counter() - started
-    model_path = run_dir / MODEL_FILE
-    partial = run_dir / f"partial-{os.getpid()}.keras"
+    model_path = work_dir / MODEL_FILE
+    partial = work_dir / f"partial-{os.getpid()}.keras"
     vae.save(partial)
     os.replace(partial, model_path)  # a reader never sees half a model file
 
@@ -196,14 +235,19 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
             },
         }
     )
-    update_metrics(run_dir, metrics)
-    write_pictures(vae, run_dir, test_inputs, splits.test_labels, seed=config.train.seed)
+    update_metrics(work_dir, metrics)
+    write_pictures(vae, work_dir, test_inputs, splits.test_labels, seed=config.train.seed)
     print(
         f"test ELBO {metrics['test_elbo']:.2f} nats (reconstruction "
         f"{metrics['test_reconstruction']:.2f}, KL {metrics['test_kl']:.2f}); "
-        f"{seconds_per_epoch or 0:.1f} s/epoch; wrote {run_dir}",
+        f"{seconds_per_epoch or 0:.1f} s/epoch; wrote {work_dir}",
         flush=True,
     )
+    if not role.is_chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        for parent in (work_dir.parent, work_dir.parent.parent):  # .workers/<run>, .workers
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only once empty: other workers may still be writing
     return run_dir
 
 
