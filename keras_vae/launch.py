@@ -37,9 +37,11 @@ def free_ports(count: int) -> list[int]:
 def worker_flags(train_flags: list[str], workers: int) -> list[str]:
     """The training flags every worker gets: multi-worker strategy and one shared run name."""
     flags = list(train_flags)
+    if "--resume" in flags:  # the run's saved config already says multi_worker
+        return flags
     if "--strategy" not in flags:
         flags += ["--strategy", "multi_worker"]
-    if "--run-name" not in flags and "--resume" not in flags:
+    if "--run-name" not in flags:
         flags += ["--run-name", f"{datetime.now(UTC):%Y%m%d-%H%M%S}-w{workers}"]
     return flags
 

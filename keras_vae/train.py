@@ -162,6 +162,11 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
     # to a scratch folder of their own, kept until the end so that a restarted worker
     # finds its backup, then removed.
     work_dir = run_dir if role.is_chief else worker_scratch(run_dir, role.index)
+    if not role.is_chief and (run_dir / BACKUP_DIR).is_dir():
+        # Restarted: start from the chief's backup, so that every worker resumes at
+        # the same epoch even if this one died before writing its own.
+        shutil.rmtree(work_dir / BACKUP_DIR, ignore_errors=True)
+        shutil.copytree(run_dir / BACKUP_DIR, work_dir / BACKUP_DIR)
     suffix = "" if role.is_chief else f" (worker {role.index} writes to {work_dir})"
     print(f"run folder: {run_dir}{suffix}", flush=True)
 

@@ -114,10 +114,10 @@ def test_only_the_chief_writes_and_its_model_evaluates(two_worker_run):
     assert -400 < recorded < -150
 
 
-def test_a_dying_worker_stops_the_launch_and_is_named(tmp_path):
+def test_a_dying_worker_stops_the_launch_and_the_run_resumes(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "keras_vae.launch", "--workers", "2", "--",
-         *SMALL, "--epochs", "50", "--output-dir", str(tmp_path), "--run-name", "dies"],
+         *SMALL, "--epochs", "3", "--output-dir", str(tmp_path), "--run-name", "dies"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
@@ -127,7 +127,7 @@ def test_a_dying_worker_stops_the_launch_and_is_named(tmp_path):
                 pid = int(line.split("(pid ")[1].split(")")[0])
                 break
         for line in process.stdout:
-            if line.startswith("[worker 1] Epoch 1/"):
+            if line.startswith("[worker 1] Epoch 2/"):  # epoch 1 is backed up
                 os.kill(pid, signal.SIGKILL)
                 break
         process.wait(120)
@@ -137,6 +137,14 @@ def test_a_dying_worker_stops_the_launch_and_is_named(tmp_path):
     stderr = process.stderr.read()
     assert "worker 1 failed (signal 9)" in stderr
     assert "Traceback" not in stderr
+    run = tmp_path / "dies"
+    assert not (run / "model.keras").exists() and (run / "backup").is_dir()
+
+    resumed = run_module("keras_vae.launch", "--workers", "2", "--", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "[worker 1] Epoch 2/3" in resumed.stdout and "Epoch 1/3" not in resumed.stdout
+    assert len(losses(run)) == 3 and (run / "model.keras").is_file()
+    assert not (tmp_path / ".workers").exists()
 
 
 def test_multi_worker_without_a_cluster_is_a_clear_error(tmp_path):
