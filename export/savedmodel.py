@@ -34,15 +34,6 @@ def savedmodel_outputs(path: Path, network: str, inputs: np.ndarray) -> dict[str
     return {name: value.numpy() for name, value in outputs.items()}
 
 
-def signature_names(path: Path) -> tuple[list[str], list[str]]:
-    """Input and output keys of the ``serving_default`` signature, read from disk."""
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
-    inputs = sorted(signature.structured_input_signature[1])
-    return inputs, sorted(signature.structured_outputs)
-
-
 # TF Serving replays the PredictionLog records of the warm-up file at load time,
 # so the first real request does not pay for lazy initialisation. The messages are
 # encoded by hand (tensorflow-serving-api would pull a second TensorFlow).
