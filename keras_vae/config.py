@@ -20,6 +20,7 @@ ARCHITECTURES = ("conv", "resnet")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SHARD_POLICIES = ("data", "auto", "off")
 LR_SCHEDULES = ("constant", "cosine")
+ACTIVATIONS = ("relu", "elu", "swish")
 BINARIZATIONS = ("dynamic", "static", "none")
 DATA_DIR_ENV = "KERAS_VAE_DATA_DIR"
 
@@ -72,12 +73,18 @@ class ModelConfig:
     # residual blocks at each resolution, for quality.
     architecture: str = "conv"
     residual_blocks: int = 1
+    # Hidden-layer non-linearity; smooth ones (elu, swish) often fit likelihoods better.
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         self.conv_filters = tuple(int(f) for f in self.conv_filters)
         _require(
             self.architecture in ARCHITECTURES,
             f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}",
+        )
+        _require(
+            self.activation in ACTIVATIONS,
+            f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}",
         )
         _require(
             self.residual_blocks >= 0,
@@ -107,6 +114,9 @@ class TrainConfig:
     beta: float = 1.0
     # Linear KL warm-up from 0 to beta over this many epochs (0 = off).
     kl_warmup_epochs: int = 0
+    # Importance samples per image in the training objective: 1 is the ELBO (analytic
+    # KL); k > 1 is the IWAE bound (Burda et al.), tighter, at k decoder passes per image.
+    iw_samples: int = 1
     seed: int = 0
     # tf.distribute: "default" (one device), "mirrored" (all local devices) or
     # "multi_worker" (the cluster in TF_CONFIG). batch_size is the global batch.
@@ -135,6 +145,7 @@ class TrainConfig:
             f"unknown shard_policy {self.shard_policy!r}; "
             f"choose one of {', '.join(SHARD_POLICIES)}",
         )
+        _require(self.iw_samples >= 1, f"iw_samples must be >= 1, got {self.iw_samples}")
         _require(
             self.kl_warmup_epochs >= 0,
             f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}",

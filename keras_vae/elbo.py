@@ -6,7 +6,11 @@ Each function returns one value per example (shape ``[B]``); callers average.
 
 from __future__ import annotations
 
+import math
+
 from keras import ops
+
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _sum_per_example(values):
@@ -26,6 +30,11 @@ def bernoulli_log_likelihood(x, logits):
 def gaussian_kl(z_mean, z_log_var):
     """Closed-form KL(N(mean, exp(log_var)) || N(0, I)), summed over latent units."""
     return 0.5 * ops.sum(ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var, axis=-1)
+
+
+def standard_normal_log_density(z):
+    """log N(z; 0, I), summed over the last axis."""
+    return -0.5 * ops.sum(ops.square(z) + LOG_2PI, axis=-1)
 
 
 def elbo(x, logits, z_mean, z_log_var):

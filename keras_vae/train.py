@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keras_vae.config import (
+    ACTIVATIONS,
     ARCHITECTURES,
     BINARIZATIONS,
     DATASETS,
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hidden-units", type=int, help="default: 256")
     model.add_argument("--architecture", choices=ARCHITECTURES, help="default: conv (keras.io)")
     model.add_argument("--residual-blocks", type=int, help="per resolution, resnet (default 1)")
+    model.add_argument("--activation", choices=ACTIVATIONS, help="default: relu")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, help="default: 30")
     train.add_argument("--batch-size", type=int, help="default: 128")
@@ -75,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
     train.add_argument("--beta", type=float, help="KL weight (default 1.0: the true ELBO)")
     train.add_argument("--kl-warmup-epochs", type=int, help="linear KL warm-up (default 0: off)")
+    train.add_argument(
+        "--iw-samples", type=int, help="k > 1 trains on the IWAE bound (default 1: the ELBO)"
+    )
     train.add_argument("--seed", type=int, help="default: 0")
     train.add_argument(
         "--strategy",
@@ -176,6 +181,7 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
             beta=config.train.beta,
             kl_warmup_steps=config.train.kl_warmup_epochs * steps_per_epoch,
             seed=config.train.seed,
+            iw_samples=config.train.iw_samples,
         )
         learning_rate = config.train.learning_rate
         if config.train.lr_schedule == "cosine":
