@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import gc
 import logging
+import signal
 import sys
 from dataclasses import fields
 
 from serving.config import ServingConfig
-from serving.errors import RepositoryError
+from serving.errors import StartupError
 
 HELP = {
     "repo": "model repository written by `make export`",
@@ -19,7 +23,7 @@ HELP = {
     "timeout_s": "deadline of each request",
     "max_request_items": "largest batch one request may send",
     "max_body_bytes": "largest request body",
-    "intra_op_threads": "onnxruntime threads per session (0 = one per core)",
+    "intra_op_threads": "onnxruntime threads per session (0 = all cores but one)",
 }
 
 
@@ -46,37 +50,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    log_level = args.pop("log_level")
+async def serve(config: ServingConfig, service) -> None:
+    """Load and warm up, listen, and on SIGTERM/SIGINT let requests in flight finish."""
+    from serving.app import build_app, refusal
+    from serving.http import HttpServer, Limits
+
+    app = build_app(service)
+    await service.start()
+    # Everything loaded so far lives as long as the process: move it out of the
+    # collector's sight, and collect young objects less often. A JSON image is ~800
+    # lists, so the default threshold ran a collection on every request over every
+    # object of onnxruntime and numpy; measured: 500 -> 300 us of CPU per JSON encode.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    server = HttpServer(app.handle, refusal, Limits(max_body_bytes=config.max_body_bytes))
     try:
-        config = ServingConfig(**args)
-        from serving.app import build_app
-        from serving.service import Service
-
-        service = Service(config)
-    except (ValueError, RepositoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    import uvicorn
-
-    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
+        await server.start(config.host, config.port)
+    except OSError as error:
+        message = f"cannot listen on {config.host}:{config.port} ({error.strerror}); use --port"
+        raise StartupError(message) from None
     print(
-        f"serving {config.repo} on http://{config.host}:{config.port} "
+        f"serving {config.repo} on http://{config.host}:{server.port} "
         f"(batching {'on' if config.batching else 'off'}, max batch {config.max_batch_size}, "
         f"max delay {config.max_delay_ms} ms)",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
-        build_app(service),
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        proxy_headers=False,  # direct clients; a proxy in front would set its own headers
-    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace_s=5.0)
+    await service.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    log_level = args.pop("log_level")
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
+    try:
+        config = ServingConfig(**args)
+        from serving.service import Service
+
+        service = Service(config)
+        runner = asyncio.run
+        with contextlib.suppress(ImportError):  # uvloop: a faster event loop where it exists
+            import uvloop
+
+            runner = uvloop.run
+        runner(serve(config, service))
+    except (ValueError, StartupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

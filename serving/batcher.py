@@ -10,6 +10,7 @@ batch runs, the next one fills up, so batches grow with the load by themselves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ class _Pending:
     future: asyncio.Future
     deadline: float
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+def _all_done(pending: list[_Pending]) -> bool:
+    """Every caller already has its answer (or gave up): nothing left to compute for."""
+    return all(p.future.done() for p in pending)
 
 
 class Batcher:
@@ -51,6 +57,7 @@ class Batcher:
         self._carry: _Pending | None = None
         self._task: asyncio.Task | None = None
         self._label = f"{model.name}/{model.version}"
+        self._depth_gauge = metrics.queue_depth.labels(self._label)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._work())
@@ -78,15 +85,20 @@ class Batcher:
                 f"{self.model.name} is overloaded ({self.queue.maxsize} requests queued); retry",
                 {"Retry-After": "1"},
             ) from None
-        self.metrics.queue_depth.labels(self._label).set(self.depth)
+        self._depth_gauge.set(self.depth)
+        # A timer, not asyncio.wait_for: no extra task per request. A future that
+        # expires or whose caller went away is skipped by the worker.
+        timer = loop.call_at(pending.deadline, self._expire, pending.future)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), self.timeout)
-        except TimeoutError:
-            pending.future.cancel()
-            raise ApiError(504, f"deadline of {self.timeout:g} s exceeded; retry later") from None
-        except asyncio.CancelledError:  # the client went away: do not compute for nobody
-            pending.future.cancel()
-            raise
+            return await pending.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future) -> None:
+        if not future.done():
+            future.set_exception(
+                ApiError(504, f"deadline of {self.timeout:g} s exceeded; retry later")
+            )
 
     async def _next(self, wait: float | None) -> _Pending | None:
         if self._carry is not None:
@@ -128,14 +140,18 @@ class Batcher:
             batch = await self._collect()
             now = loop.time()
             live = [p for p in batch if not p.future.done() and p.deadline > now]
-            self.metrics.queue_depth.labels(self._label).set(self.depth)
+            self._depth_gauge.set(self.depth)
             if not live:
                 continue
             inputs = live[0].inputs if len(live) == 1 else np.concatenate([p.inputs for p in live])
             started = time.perf_counter()
             try:
                 outputs = await loop.run_in_executor(
-                    self._executor, self.model.run, inputs, self.max_batch
+                    self._executor,
+                    self.model.run,
+                    inputs,
+                    self.max_batch,
+                    functools.partial(_all_done, live),
                 )
             except Exception as error:  # keep serving whatever one batch did
                 for p in live:
@@ -143,6 +159,8 @@ class Batcher:
                         p.future.set_exception(
                             ApiError(500, f"inference failed ({type(error).__name__})")
                         )
+                continue
+            if outputs is None:  # every caller gave up before the last chunk
                 continue
             self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
             start = 0

@@ -7,7 +7,9 @@ problem, before any array reaches onnxruntime.
 from __future__ import annotations
 
 import io
+import math
 import re
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,7 @@ def _fast_npy(body: bytes) -> np.ndarray | None:
     if dtype.kind not in "iuf":
         return None
     shape = tuple(int(n) for n in match[2].replace(" ", "").split(",") if n)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if len(body) - end != count * dtype.itemsize:
         raise ApiError(
             400,
@@ -74,19 +76,65 @@ def parse_npy(body: bytes) -> np.ndarray:
     return array
 
 
-def to_array(value: Any, what: str) -> np.ndarray:
-    """A numeric float32 array from nested JSON lists (or an .npy array)."""
+def _regular_array(value: Any) -> np.ndarray | None:
+    """Nested lists of equal lengths as one array, or None to let numpy decide (and explain).
+
+    ``np.asarray`` on a JSON image (784 one-pixel lists) cost ~150 µs, twice the parse
+    itself: here each level's lengths are checked and the level flattened by C-level
+    iterators, and numpy only ever sees one flat list (~25 µs).
+    """
+    if not isinstance(value, list):
+        return None
+    shape, probe = [], value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    level = value
+    for size in shape[1:]:
+        try:
+            if set(map(len, level)) != {size}:
+                return None
+        except TypeError:  # a number where a list belongs: ragged
+            return None
+        level = list(chain.from_iterable(level))
     try:
-        array = np.asarray(value)
-    except ValueError:
-        raise ApiError(400, f"{what} is ragged: every row must have the same shape") from None
+        array = np.array(level)
+    except ValueError:  # lists below the leaves: ragged
+        return None
+    return array.reshape(shape) if array.ndim == 1 else None
+
+
+def to_array(value: Any, what: str) -> np.ndarray:
+    """A float32 array from nested JSON lists (or an .npy array), or a 400 saying why not."""
+    array = value if isinstance(value, np.ndarray) else _regular_array(value)
+    if array is None:
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            raise ApiError(400, f"{what} is ragged: every row must have the same shape") from None
     if array.dtype.kind not in "iuf":
         kind = "text" if array.dtype.kind in "US" else "non-numeric values"
         raise ApiError(400, f"{what} must be numbers, got {kind} (dtype {array.dtype})")
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
+    return array.astype(np.float32, copy=False)
+
+
+def check_values(array: np.ndarray, what: str, pixels: bool = False) -> None:
+    """Finite numbers (``pixels``: in [0, 1] too), or a 400 naming the problem."""
+    if array.size == 0:
+        return
+    if pixels:  # min and max find NaN and Inf too: two passes instead of three
+        low, high = float(array.min()), float(array.max())
+        finite = math.isfinite(low) and math.isfinite(high)
+    else:
+        finite = bool(np.isfinite(array).all())
+    if not finite:
         raise ApiError(400, f"{what} contains NaN or Inf; send finite numbers")
-    return array
+    if pixels and (low < 0.0 or high > 1.0):
+        raise ApiError(
+            400, f"pixel values must be in [0, 1], got [{low:g}, {high:g}]; divide by 255"
+        )
 
 
 def check_batch(
@@ -101,21 +149,22 @@ def check_batch(
     items = array.shape[0]
     if items > max_items:
         raise ApiError(413, f"{what} has {items} items, above the limit of {max_items}; split it")
-    size = int(np.prod(item_shape))
+    size = math.prod(item_shape)
     if array.shape[1:] != item_shape:
-        if array.ndim >= 2 and int(np.prod(array.shape[1:])) == size and len(item_shape) > 1:
+        if array.ndim >= 2 and math.prod(array.shape[1:]) == size and len(item_shape) > 1:
             array = array.reshape((items, *item_shape))
         else:
             raise ApiError(400, f"{what} has shape {list(array.shape)}; expected {expected}")
     return np.ascontiguousarray(array)
 
 
-def check_pixels(images: np.ndarray) -> None:
-    low, high = float(images.min()), float(images.max())
-    if low < 0.0 or high > 1.0:
-        raise ApiError(
-            400, f"pixel values must be in [0, 1], got [{low:g}, {high:g}]; divide by 255"
-        )
+def read_batch(
+    value: Any, item_shape: tuple[int, ...], what: str, max_items: int, pixels: bool = False
+) -> np.ndarray:
+    """A request's batch, checked in the order a caller fixes things: type, shape, values."""
+    array = check_batch(to_array(value, what), item_shape, what, max_items)
+    check_values(array, what, pixels)
+    return array
 
 
 def dump_json(payload: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,23 @@ class OnnxModel:
             return self.item_shape[0]
         return int(self.session.get_outputs()[0].shape[1])
 
-    def run(self, inputs: np.ndarray, max_batch: int = 0) -> dict[str, np.ndarray]:
-        """Outputs for ``inputs`` [N, *item_shape]; above ``max_batch`` rows, run in chunks."""
+    def run(
+        self,
+        inputs: np.ndarray,
+        max_batch: int = 0,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> dict[str, np.ndarray] | None:
+        """Outputs for ``inputs`` [N, *item_shape]; above ``max_batch`` rows, run in chunks.
+
+        Between chunks ``abandoned()`` is asked whether anyone still wants the result
+        (deadline passed, client gone): if not, the rest is skipped and None returned.
+        """
         if max_batch and len(inputs) > max_batch:
-            parts = [self.run(inputs[i : i + max_batch]) for i in range(0, len(inputs), max_batch)]
+            parts = []
+            for i in range(0, len(inputs), max_batch):
+                if abandoned is not None and abandoned():
+                    return None
+                parts.append(self.run(inputs[i : i + max_batch]))
             return {k: np.concatenate([p[k] for p in parts]) for k in self.output_names}
         values = self.session.run(self.output_names, {self.input_name: inputs})
         return dict(zip(self.output_names, values, strict=True))

@@ -13,5 +13,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class RepositoryError(Exception):
-    """The model repository is missing or unusable; the service cannot start."""
+class StartupError(Exception):
+    """The service cannot start; the message says why and how to fix it."""
+
+
+class RepositoryError(StartupError):
+    """The model repository is missing or unusable."""
