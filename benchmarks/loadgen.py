@@ -1,13 +1,16 @@
-"""A tiny HTTP/1.1 load generator on asyncio streams.
+"""A small closed-loop HTTP/1.1 load generator on asyncio protocols (uvloop if present).
 
-It shares the 2 cores with the service under test, so it must cost as little
-CPU per request as possible: requests are pre-encoded bytes, each virtual user
-keeps one keep-alive connection, and responses are read by Content-Length.
+It shares the 2 cores with the service under test, so it must cost as little CPU per
+request as possible: requests are pre-encoded bytes, each virtual user keeps one
+keep-alive connection, and a response is read by its Content-Length without building
+any objects. Its own CPU per request is reported, so that what it took from the
+machine is known.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -22,18 +25,6 @@ def http_request(path: str, body: bytes, content_type: str = "application/json")
     return head.encode() + body
 
 
-async def _exchange(reader, writer, request: bytes) -> int:
-    writer.write(request)
-    header = await reader.readuntil(b"\r\n\r\n")
-    status = int(header[9:12])
-    length = 0
-    for line in header.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    await reader.readexactly(length)
-    return status
-
-
 @dataclass
 class LoadResult:
     concurrency: int
@@ -41,6 +32,7 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: np.ndarray
+    client_cpu_s: float = 0.0
 
     def summary(self, items_per_request: int = 1) -> dict:
         ok = self.requests - self.errors
@@ -52,34 +44,92 @@ class LoadResult:
             "items_per_s": round(ok * items_per_request / self.seconds, 1),
             "p50_ms": round(float(np.percentile(self.latencies_ms, 50)), 3),
             "p99_ms": round(float(np.percentile(self.latencies_ms, 99)), 3),
+            "client_cpu_us_per_request": round(self.client_cpu_s / max(1, self.requests) * 1e6, 1),
         }
+
+
+class _User(asyncio.Protocol):
+    """One virtual user: send, wait for the whole response, record, send again."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.buffer = bytearray()
+        self.needed = -1  # bytes of the whole response, once its header is in
+        self.began = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send()
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        self.run.user_done()
+
+    def _send(self) -> None:
+        self.began = time.perf_counter()
+        self.transport.write(self.run.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.needed < 0:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            header = bytes(self.buffer[: end + 2]).lower()
+            start = header.find(b"content-length:")
+            length = int(header[start + 15 : header.find(b"\r\n", start)]) if start >= 0 else 0
+            self.needed = end + 4 + length
+            self.status = int(self.buffer[9:12])
+        if len(self.buffer) < self.needed:
+            return
+        del self.buffer[: self.needed]
+        self.needed = -1
+        now = time.perf_counter()
+        self.run.record(self.status, now - self.began, now)
+        if now < self.run.stop:
+            self._send()
+        else:
+            self.transport.close()
+
+
+class _Run:
+    def __init__(self, request: bytes, concurrency: int, seconds: float, warmup: float):
+        self.request = request
+        self.concurrency = concurrency
+        now = time.perf_counter()
+        self.start_measure = now + warmup
+        self.stop = self.start_measure + seconds
+        self.latencies: list[float] = []
+        self.requests = self.errors = 0
+        self.done = asyncio.get_running_loop().create_future()
+        self.open = concurrency
+
+    def record(self, status: int, seconds: float, now: float) -> None:
+        if now >= self.start_measure:
+            self.latencies.append(seconds * 1000)
+            self.requests += 1
+            self.errors += status != 200
+
+    def user_done(self) -> None:
+        self.open -= 1
+        if self.open == 0 and not self.done.done():
+            self.done.set_result(None)
 
 
 async def _run(
     host: str, port: int, request: bytes, concurrency: int, seconds: float, warmup: float
-):
-    latencies: list[float] = []
-    counts = {"requests": 0, "errors": 0}
+) -> LoadResult:
     loop = asyncio.get_running_loop()
-    start_measure = loop.time() + warmup
-    stop = start_measure + seconds
-
-    async def user() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while loop.time() < stop:
-                began = time.perf_counter()
-                status = await _exchange(reader, writer, request)
-                if loop.time() >= start_measure:
-                    latencies.append((time.perf_counter() - began) * 1000)
-                    counts["requests"] += 1
-                    counts["errors"] += status != 200
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(user() for _ in range(concurrency)))
+    run = _Run(request, concurrency, seconds, warmup)
+    cpu_before = time.process_time()
+    for _ in range(concurrency):
+        await loop.create_connection(lambda: _User(run), host, port)
+    await run.done
+    measured = run.stop - run.start_measure
+    client_cpu = (time.process_time() - cpu_before) * seconds / (seconds + warmup)
     return LoadResult(
-        concurrency, counts["requests"], counts["errors"], seconds, np.array(latencies)
+        concurrency, run.requests, run.errors, measured, np.array(run.latencies), client_cpu
     )
 
 
@@ -87,4 +137,9 @@ def run_load(
     port: int, request: bytes, concurrency: int, seconds: float = 3.0, warmup: float = 0.5
 ) -> LoadResult:
     """Closed loop: ``concurrency`` users each send the next request when one returns."""
-    return asyncio.run(_run("127.0.0.1", port, request, concurrency, seconds, warmup))
+    runner = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
+    return runner(_run("127.0.0.1", port, request, concurrency, seconds, warmup))

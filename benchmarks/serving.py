@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from benchmarks.loadgen import http_request, run_load
+from serving.config import ServingConfig
 from serving.engine import OnnxModel
 from serving.repository import discover
 
@@ -81,6 +82,11 @@ class Service:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the service process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def batches(self, model: str) -> tuple[float, float]:
         text = urllib.request.urlopen(self.url("/metrics")).read().decode()
         label = re.escape(f'{{model="{model}"}}')
@@ -138,12 +144,17 @@ def measure(
     items: int = 1,
 ) -> dict:
     label = f"{model}/{version}"
-    before = service.batches(label)
-    result = run_load(service.port, request, concurrency, seconds)
-    after = service.batches(label)
+    before, cpu_before = service.batches(label), service.cpu_seconds()
+    result = run_load(service.port, request, concurrency, seconds, warmup=0.0)
+    after, cpu_after = service.batches(label), service.cpu_seconds()
     rows, calls = after[0] - before[0], after[1] - before[1]
     summary = result.summary(items)
     summary["mean_batch"] = round(rows / calls, 2) if calls else None
+    # Where the machine's time went: the service's CPU per request (HTTP, validation,
+    # onnxruntime), and the load generator's, which shares the same cores.
+    summary["server_cpu_us_per_request"] = round(
+        (cpu_after - cpu_before) / max(1, result.requests) * 1e6, 1
+    )
     return summary
 
 
@@ -155,16 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     found = discover(args.repo)
-    threads = os.cpu_count() or 1
-    models = {name: OnnxModel(v[max(v)], name, max(v), threads) for name, v in found.items()}
-    version = models["vae_encoder"].version
-    report: dict = {"machine": {"cpus": os.cpu_count()}, "seconds_per_point": args.seconds}
-
-    report["raw_onnxruntime_items_per_s"] = {
-        name: {str(b): round(raw_throughput(model, b), 1) for b in BATCH_SIZES}
-        for name, model in models.items()
+    cpus = os.cpu_count() or 1
+    service_threads = ServingConfig().threads
+    report: dict = {
+        "machine": {"cpus": cpus},
+        "seconds_per_point": args.seconds,
+        "service_intra_op_threads": service_threads,
     }
-    print(json.dumps(report["raw_onnxruntime_items_per_s"]), file=sys.stderr, flush=True)
+    # The ceiling: onnxruntime alone with every core; and with the service's own thread
+    # setting (it leaves a core to the HTTP loop), which bounds what batching can win.
+    ceilings = {}
+    for label, threads in (("all_cores", cpus), ("service_threads", service_threads)):
+        models = {name: OnnxModel(v[max(v)], name, max(v), threads) for name, v in found.items()}
+        ceilings[label] = models
+        report[f"raw_onnxruntime_items_per_s_{label}"] = {
+            name: {str(b): round(raw_throughput(model, b), 1) for b in BATCH_SIZES}
+            for name, model in models.items()
+        }
+        print(json.dumps(report[f"raw_onnxruntime_items_per_s_{label}"]), file=sys.stderr)
+    version = ceilings["all_cores"]["vae_encoder"].version
 
     images = (np.random.default_rng(0).random((16, 28, 28, 1)) < 0.13).astype(np.float32)
     loads = workloads(images)
@@ -194,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             service.close()
 
-    report["targets"] = targets(report, models)
+    report["targets"] = targets(report, ceilings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -203,30 +223,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def targets(report: dict, models: dict[str, OnnxModel]) -> dict:
-    """The issue's targets, each with the figures it compares."""
+def targets(report: dict, ceilings: dict[str, dict[str, OnnxModel]]) -> dict:
+    """The issue's targets, each with the figures it compares.
+
+    The service is compared with onnxruntime alone at the batch size it actually ran
+    (its mean rows per call at 64 clients), on all cores (the machine's ceiling) and with
+    the service's own thread count. ``raw_batching_gain`` is onnxruntime's own speed-up
+    from batch 1 to that batch: batching on vs off can win no more than that.
+    """
     on, off = report["service"]["batching_on"], report["service"]["batching_off"]
     checks = {}
     for name, points in on.items():
         model_name = "vae_encoder" if name.startswith("encode") else "vae_decoder"
         at64 = points[-1]
         batch = max(1, round(at64["mean_batch"] or 1))
-        raw = raw_throughput(models[model_name], batch)
+        raw = raw_throughput(ceilings["all_cores"][model_name], batch)
+        same_threads = ceilings["service_threads"][model_name]
+        raw_same = raw_throughput(same_threads, batch)
+        raw_one = raw_throughput(same_threads, 1)
         checks[name] = {
             "service_items_per_s_c64": at64["items_per_s"],
             "effective_batch_c64": at64["mean_batch"],
             "raw_items_per_s_at_that_batch": round(raw, 1),
             "fraction_of_raw": round(at64["items_per_s"] / raw, 3),
+            "raw_items_per_s_at_that_batch_service_threads": round(raw_same, 1),
+            "fraction_of_raw_service_threads": round(at64["items_per_s"] / raw_same, 3),
             "speedup_vs_batching_off_c64": round(
                 at64["items_per_s"] / off[name][-1]["items_per_s"], 2
             ),
+            "raw_batching_gain": round(raw_same / raw_one, 2),
             "p99_ms_c1": on[name][0]["p99_ms"],
         }
+    names = list(checks)
     checks["goals"] = {
-        "fraction_of_raw >= 0.8": {k: v["fraction_of_raw"] >= 0.8 for k, v in checks.items()},
-        "speedup >= 3": {
-            k: v["speedup_vs_batching_off_c64"] >= 3 for k, v in checks.items() if k != "goals"
-        },
+        "fraction_of_raw >= 0.8": {k: checks[k]["fraction_of_raw"] >= 0.8 for k in names},
+        "speedup >= 3": {k: checks[k]["speedup_vs_batching_off_c64"] >= 3 for k in names},
         "encode p99 at c1 < 5 ms": on["encode_json"][0]["p99_ms"] < 5,
     }
     return checks
@@ -255,7 +286,7 @@ def plot(report: dict, path: Path) -> None:
                 marker="o",
                 label=f"{name} ({mode.replace('_', ' ')})",
             )
-    for name, table in report["raw_onnxruntime_items_per_s"].items():
+    for name, table in report["raw_onnxruntime_items_per_s_all_cores"].items():
         left.axhline(table["64"], color="grey", linewidth=0.8, linestyle=":")
         left.text(1, table["64"], f"raw {name} @64", fontsize=7, va="bottom")
     for axis, label in ((left, "items / s"), (right, "p99 latency (ms)")):
