@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.k:
         likelihood = evaluate_likelihood(inputs, encode, decode, args.k, seed=args.iwae_seed)
         metrics.update({prefix + key: value for key, value in likelihood.items()})
-    update_metrics(run_dir, metrics)
+    # A partial evaluation is kept apart, so it never replaces the full test set's figures.
+    update_metrics(
+        run_dir, {f"first_{args.images}_test_images": metrics} if args.images else metrics
+    )
     rows = [
         ("test ELBO", "test_elbo", "nats"),
         ("  reconstruction", "test_reconstruction", "nats"),

@@ -110,9 +110,13 @@ def write_json(path: str | Path, values: Any) -> None:
 
 
 def update_metrics(run_dir: str | Path, values: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``values`` into the run's ``metrics.json`` and return the result."""
+    """Merge ``values`` into the run's ``metrics.json`` (sections key by key) and return it."""
     path = Path(run_dir) / METRICS_FILE
     metrics = json.loads(path.read_text()) if path.is_file() else {}
-    metrics.update(values)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(metrics.get(key), dict):
+            metrics[key] = {**metrics[key], **value}
+        else:
+            metrics[key] = value
     write_json(path, metrics)
     return metrics

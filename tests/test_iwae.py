@@ -154,10 +154,14 @@ def test_keras_and_onnx_paths_agree_on_the_same_samples(trained_run, exported_re
 def test_evaluate_cli_records_the_nll_and_runs_on_onnx(trained_run, exported_repo, tmp_path):
     run = tmp_path / "run"  # a copy: the shared run's metrics stay as training wrote them
     shutil.copytree(trained_run, run)
+    trained = json.loads((run / "metrics.json").read_text())
     result = run_module("keras_vae.evaluate", str(run), "--k", "5", "--images", "200")
     assert result.returncode == 0, result.stderr
     assert "test NLL (IWAE, K=5)" in result.stdout and "active units" in result.stdout
-    metrics = json.loads((run / "metrics.json").read_text())
+    recorded = json.loads((run / "metrics.json").read_text())
+    # A partial evaluation is recorded apart: the full test set's ELBO is untouched.
+    assert recorded["test_elbo"] == trained["test_elbo"]
+    metrics = recorded["first_200_test_images"]
     assert metrics["iwae_k"] == 5 and metrics["iwae_images"] == 200
     assert 50 < metrics["test_nll"] < 550 and metrics["active_units"] <= 2
     onnx = run_module(
@@ -171,7 +175,7 @@ def test_evaluate_cli_records_the_nll_and_runs_on_onnx(trained_run, exported_rep
         str(exported_repo),
     )
     assert onnx.returncode == 0, onnx.stderr
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())["first_200_test_images"]
     assert abs(metrics["onnx_test_nll"] - metrics["test_nll"]) < 0.05
     bad = run_module("keras_vae.evaluate", str(run), "--k", "-1")
     assert bad.returncode == 2 and "--k" in bad.stderr
