@@ -64,6 +64,10 @@ async def serve(config: ServingConfig, service) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    # The onnxruntime thread needs the GIL back to return a batch while the event loop
+    # runs Python; by default it waits up to 5 ms for it, leaving the model idle.
+    # Measured at 64 clients: sampling 3.4k -> 4.7k images/s, encoding +20 %.
+    sys.setswitchinterval(0.0005)
     server = HttpServer(app.handle, refusal, Limits(max_body_bytes=config.max_body_bytes))
     try:
         await server.start(config.host, config.port)
