@@ -117,6 +117,9 @@ class TrainConfig:
     # Importance samples per image in the training objective: 1 is the ELBO (analytic
     # KL); k > 1 is the IWAE bound (Burda et al.), tighter, at k decoder passes per image.
     iw_samples: int = 1
+    # With iw_samples > 1: the epoch from which the k-sample bound replaces the ELBO
+    # (0 = from the start); the epochs before train on the cheaper ELBO.
+    iw_start_epoch: int = 0
     seed: int = 0
     # tf.distribute: "default" (one device), "mirrored" (all local devices) or
     # "multi_worker" (the cluster in TF_CONFIG). batch_size is the global batch.
@@ -146,6 +149,10 @@ class TrainConfig:
             f"choose one of {', '.join(SHARD_POLICIES)}",
         )
         _require(self.iw_samples >= 1, f"iw_samples must be >= 1, got {self.iw_samples}")
+        _require(
+            0 <= self.iw_start_epoch < self.epochs,
+            f"iw_start_epoch must be in [0, epochs), got {self.iw_start_epoch}",
+        )
         _require(
             self.kl_warmup_epochs >= 0,
             f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}",

@@ -5,7 +5,8 @@ with one reparameterized sample, where w(t) ramps linearly from 0 to 1 over the
 KL warm-up. With ``iw_samples`` k > 1 it maximises the importance-weighted bound
 logsumexp_k [log p(x|z_k) + w(t) (log p(z_k) - log q(z_k|x))] - log k instead
 (Burda et al., 2016): tighter than the ELBO, so the decoder is trained towards the
-likelihood itself, at k decoder passes per image. ``test_step`` reports the true
+likelihood itself, at k decoder passes per image; ``iw_start_step`` delays it, so that
+a run can train on the cheaper ELBO first and fine-tune on the bound. ``test_step`` reports the true
 ELBO (weight beta, no warm-up) with noise that restarts at every ``evaluate``, so
 held-out figures are repeatable.
 """
@@ -45,10 +46,12 @@ class VAE(keras.Model):
         kl_warmup_steps: int = 0,
         seed: int | None = None,
         iw_samples: int = 1,
+        iw_start_step: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.iw_samples = int(iw_samples)
+        self.iw_start_step = int(iw_start_step)
         self.encoder = encoder
         self.decoder = decoder
         self.beta = float(beta)
@@ -72,6 +75,7 @@ class VAE(keras.Model):
         kl_warmup_steps: int = 0,
         seed: int = 0,
         iw_samples: int = 1,
+        iw_start_step: int = 0,
     ) -> VAE:
         """Build the default encoder/decoder pair for ``config``."""
         return cls(
@@ -81,6 +85,7 @@ class VAE(keras.Model):
             kl_warmup_steps=kl_warmup_steps,
             seed=seed,
             iw_samples=iw_samples,
+            iw_start_step=iw_start_step,
         )
 
     @property
@@ -146,13 +151,23 @@ class VAE(keras.Model):
     def train_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
         kl_weight = self.kl_weight()
+
+        def elbo_objective():
+            log_likelihood, kl = self._elbo_terms(x, self.sampler, training=True)
+            return kl_weight * kl - log_likelihood, log_likelihood, kl
+
+        def iwae_objective():
+            bound, log_likelihood, kl = self._iwae_objective(x, kl_weight)
+            return -bound, log_likelihood, kl
+
         with tf.GradientTape() as tape:
-            if self.iw_samples > 1:
-                bound, log_likelihood, kl = self._iwae_objective(x, kl_weight)
-                per_example = -bound
-            else:
-                log_likelihood, kl = self._elbo_terms(x, self.sampler, training=True)
-                per_example = kl_weight * kl - log_likelihood
+            if self.iw_samples == 1:
+                per_example, log_likelihood, kl = elbo_objective()
+            elif self.iw_start_step <= 0:
+                per_example, log_likelihood, kl = iwae_objective()
+            else:  # the ELBO first, then the k-sample bound: a fine-tuning phase
+                started = self.optimizer.iterations >= self.iw_start_step
+                per_example, log_likelihood, kl = tf.cond(started, iwae_objective, elbo_objective)
             loss = ops.mean(per_example)
             # Under tf.distribute each replica sees 1/R of the global batch and the
             # optimizer sums the replicas' gradients: dividing by R makes the step the
@@ -182,6 +197,7 @@ class VAE(keras.Model):
             "kl_warmup_steps": self.kl_warmup_steps,
             "seed": self.seed,
             "iw_samples": self.iw_samples,
+            "iw_start_step": self.iw_start_step,
         }
 
     @classmethod

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--iw-samples", type=int, help="k > 1 trains on the IWAE bound (default 1: the ELBO)"
     )
+    train.add_argument(
+        "--iw-start-epoch", type=int, help="epoch from which the IWAE bound is used (default 0)"
+    )
     train.add_argument("--seed", type=int, help="default: 0")
     train.add_argument(
         "--strategy",
@@ -182,6 +185,7 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
             kl_warmup_steps=config.train.kl_warmup_epochs * steps_per_epoch,
             seed=config.train.seed,
             iw_samples=config.train.iw_samples,
+            iw_start_step=config.train.iw_start_epoch * steps_per_epoch,
         )
         learning_rate = config.train.learning_rate
         if config.train.lr_schedule == "cosine":

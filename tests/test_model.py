@@ -138,3 +138,16 @@ def test_importance_weighted_training_is_tighter_than_the_elbo_and_saves_k():
         keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(vae)).iw_samples
         == 8
     )
+
+
+def test_importance_weighted_fine_tuning_starts_at_its_step():
+    vae, x = _small_vae(iw_samples=8, iw_start_step=4, seed=1), _binary_images(32)
+    first = {k: v[-1] for k, v in vae.fit(x, batch_size=8, epochs=1, verbose=0).history.items()}
+    # Steps 1-4 train on the ELBO: the loss is exactly reconstruction + KL.
+    assert first["loss"] == pytest.approx(first["reconstruction"] + first["kl"], rel=1e-5)
+    later = {k: v[-1] for k, v in vae.fit(x, batch_size=8, epochs=1, verbose=0).history.items()}
+    # From step 5 the loss is the negative 8-sample bound: another quantity, no worse.
+    negative_elbo = later["reconstruction"] + later["kl"]
+    assert abs(later["loss"] - negative_elbo) > 1e-3 and later["loss"] < negative_elbo + 0.05
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(vae))
+    assert copy.iw_start_step == 4
