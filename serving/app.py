@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import orjson
 
-from serving import codec, jsonarray, tfserving
+from serving import codec, tfserving
 from serving.codec import JSON, NPY, PNG
 from serving.errors import ApiError
 from serving.http import Request, Response
@@ -172,8 +172,6 @@ def build_app(service: Service) -> App:
         model = service.model(ENCODER, version_param(request))
         if is_npy(request):
             value, options = codec.parse_npy(request.body), dict(request.query)
-        elif split := jsonarray.split_array(request.body, "images"):
-            options, value = split
         else:
             options = json_object(request)
             if "images" not in options:
@@ -252,13 +250,7 @@ def build_app(service: Service) -> App:
         if tail == ":predict":
             if request.method != "POST":
                 raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
-            for key in ("instances", "inputs"):
-                if split := jsonarray.split_array(request.body, key):
-                    payload, payload[key] = split
-                    break
-            else:
-                payload = json_object(request)
-            value, rows = tfserving.parse_predict(payload, model)
+            value, rows = tfserving.parse_predict(json_object(request), model)
             inputs = codec.read_batch(
                 value,
                 model.item_shape,

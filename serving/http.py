@@ -5,8 +5,9 @@ Why not an ASGI framework: measured on the 2-core machine, Starlette on uvicorn 
 single-image requests (an encoder image costs onnxruntime ~25 µs inside a batch) that
 overhead, not the model, bounded the throughput. This module does what the service needs
 and no more: keep-alive, pipelined requests answered in order, Content-Length and chunked
-bodies under a size limit, ``Expect: 100-continue``, a deadline for reading each request,
-an idle timeout, back-pressure on slow readers, and a graceful stop.
+bodies under a size limit, a limit on the request head, ``Expect: 100-continue``, HEAD, a
+deadline for reading each request, an idle timeout, back-pressure on clients that do not
+read (and a deadline for them), and a graceful stop.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ log = logging.getLogger("serving.http")
 REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 # Requests a client may pipeline before the server stops reading from it.
 MAX_PIPELINED = 32
+# Request line and headers together: what httptools would otherwise buffer unbounded.
+MAX_HEAD_BYTES = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass(slots=True)
@@ -36,6 +40,7 @@ class Request:
     body: bytes
     client: str | None
     keep_alive: bool = True
+    http_1_0: bool = False
     _query: dict[str, str] | None = None
 
     @property
@@ -53,7 +58,7 @@ class Response:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
 
-    def encode(self, close: bool) -> list[bytes]:
+    def encode(self, close: bool, keep_alive_1_0: bool = False) -> list[bytes]:
         lines = [
             f"HTTP/1.1 {self.status} {REASONS.get(self.status, '')}",
             f"content-type: {self.content_type}",
@@ -62,6 +67,8 @@ class Response:
         ]
         if close:
             lines.append("connection: close")
+        elif keep_alive_1_0:  # an HTTP/1.0 client closes unless told otherwise
+            lines.append("connection: keep-alive")
         return [("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), self.body]
 
 
@@ -90,6 +97,9 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[Request | Response] = deque()  # a Response: a refusal, then close
         self.busy = False
         self.closing = False  # no more requests are read; close once the queue is answered
+        self.write_paused = False  # the client is not reading: answer nothing more for now
+        self.continue_owed = False  # a 100 Continue to send once earlier answers are out
+        self.began_in_read = False
         self.timer: asyncio.TimerHandle | None = None
         self.client: str | None = None
         self._reset()
@@ -99,7 +109,9 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.size = 0
+        self.head_bytes = 0
         self.in_message = False
+        self.in_head = False
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -119,6 +131,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.began_in_read = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -126,6 +139,13 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             if not self.closing:  # not already refused from a callback
                 self._refuse(400, f"malformed HTTP request ({error})")
+            return
+        if self.in_head and not self.closing:
+            # A head still incomplete after this read: count what it has taken (from the
+            # read after the one it began in, which is at most one socket read larger).
+            self.head_bytes = 0 if self.began_in_read else self.head_bytes + len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, f"request line and headers above {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool | None:
         # The client finished sending: answer what it already asked, then close.
@@ -134,36 +154,54 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
         return True  # keep the write side open until then
 
-    def pause_writing(self) -> None:  # a slow reader: stop taking its requests
+    def pause_writing(self) -> None:  # a slow reader: stop taking and answering requests
+        self.write_paused = True
         if self.transport:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport and not self.closing:
+        self.write_paused = False
+        if self.transport is None:
+            return
+        self._arm_timer()
+        if not self.closing and len(self.queue) < MAX_PIPELINED:
             self.transport.resume_reading()
+        if not self.busy and self.queue:
+            self._next()
 
     # --- httptools callbacks ---------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
         self.in_message = True
+        self.in_head = True
+        self.began_in_read = True
         self._arm_timer()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:  # a chunked body's trailer: not a header of the request
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.parser.should_upgrade():
+            self._refuse(400, "protocol upgrades are not supported")
+            raise httptools.HttpParserCallbackError("refused")
         declared = self.headers.get("content-length")
         limit = self.limits.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             self._refuse(413, f"body of {declared} bytes is above the {limit}-byte limit")
             raise httptools.HttpParserCallbackError("refused")
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.busy or self.queue:  # not before the answers to earlier requests
+                self.continue_owed = True
+            else:
+                self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -174,6 +212,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.continue_owed = False  # the body came anyway
         self._cancel_timer()
         url = httptools.parse_url(self.url)
         request = Request(
@@ -184,6 +223,7 @@ class _Connection(asyncio.Protocol):
             body=b"".join(self.body),
             client=self.client,
             keep_alive=self.parser.should_keep_alive(),
+            http_1_0=self.parser.get_http_version() == "1.0",
         )
         self.queue.append(request)
         if len(self.queue) >= MAX_PIPELINED and self.transport:
@@ -219,22 +259,37 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:  # the client left meanwhile
             return
         close = not request.keep_alive or (self.closing and not self.queue)
-        self._write(response, close=close or self.server.stopping)
+        try:
+            self._write(response, close or self.server.stopping, request)
+        except Exception:  # e.g. a header that is not latin-1: never leave the client hanging
+            log.exception("cannot send the answer to %s", request.path)
+            self._write(self.server.refusal(500, "internal error; see the service log"), True)
         if self.transport is None:
+            return
+        if self.continue_owed and not self.queue:
+            self.continue_owed = False
+            self.transport.write(CONTINUE)
+        if self.write_paused:  # resume_writing() carries on once the client reads again;
+            self._arm_timer()  # if it does not within the read timeout, it is dropped
             return
         if len(self.queue) < MAX_PIPELINED and not self.closing:
             self.transport.resume_reading()
         if self.queue:
             self._next()
-        elif not self.in_message:
-            self._arm_timer()
+        elif not self.in_message or self.timer is None:
+            self._arm_timer()  # idle, or the deadline of a request that began meanwhile
 
-    def _write(self, response: Response, close: bool) -> None:
-        self.transport.writelines(response.encode(close))
+    def _write(self, response: Response, close: bool, request: Request | None = None) -> None:
+        keep_alive_1_0 = request is not None and request.http_1_0
+        head, body = response.encode(close, keep_alive_1_0)
+        is_head = request is not None and request.method == "HEAD"
+        self.transport.writelines([head] if is_head else [head, body])
         if close:
             self.closing = True
-            self.transport.close()  # after the buffered response is flushed
-            self.transport = None
+            transport, self.transport = self.transport, None
+            transport.close()  # after the buffered response is flushed...
+            # ...unless the client never reads it: then drop it after the read timeout.
+            self.loop.call_later(self.limits.read_timeout_s, transport.abort)
 
     # --- timeouts --------------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -249,17 +304,25 @@ class _Connection(asyncio.Protocol):
     def _timed_out(self) -> None:
         """Idle, or too slow to send its request: close (an idle client expects that)."""
         self.timer = None
-        if self.busy or self.transport is None:
+        if self.transport is None:
+            return
+        if self.write_paused:  # it stopped reading what it asked for
+            self.transport.abort()
+            return
+        if self.busy:  # the request being read waits its turn: check it again later
+            self._arm_timer()
             return
         if self.in_message:
             limit = self.limits.read_timeout_s
             self._refuse(408, f"the request did not arrive completely within {limit:g} s")
         else:
             self.transport.close()
+            self.loop.call_later(self.limits.read_timeout_s, self.transport.abort)
 
     def close_if_idle(self) -> None:
         if not self.busy and not self.queue and self.transport is not None:
             self.transport.close()
+            self.loop.call_later(self.limits.read_timeout_s, self.transport.abort)
 
 
 class HttpServer:

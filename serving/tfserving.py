@@ -29,8 +29,6 @@ def parse_predict(payload: Any, model: OnnxModel) -> tuple[Any, bool]:
     name = model.input_name
     if has_rows:
         rows = payload["instances"]
-        if isinstance(rows, np.ndarray):  # already read as one array (serving.jsonarray)
-            return rows, True
         if not isinstance(rows, list):
             raise ApiError(400, '"instances" must be a list')
         if rows and all(isinstance(row, dict) for row in rows):

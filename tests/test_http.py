@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import threading
@@ -18,6 +19,8 @@ from serving.http import HttpServer, Limits, Request, Response
 async def echo(request: Request) -> Response:
     if request.path == "/slow":
         await asyncio.sleep(0.2)
+    if request.path == "/slower":
+        await asyncio.sleep(0.8)
     if request.path == "/boom":
         raise RuntimeError("a bug")
     payload = {
@@ -159,3 +162,56 @@ def test_http_1_0_closes_and_slow_or_idle_clients_are_dropped(server):
     with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
         sock.settimeout(3)
         assert sock.recv(10) == b""  # idle connection closed by the server after 0.5 s
+
+
+def test_upgrade_head_trailers_and_oversized_heads(server):
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    answer = exchange(server, upgrade)
+    assert statuses(answer) == [400] and b"upgrades are not supported" in answer  # once
+
+    # HEAD: the head of the answer without its body, and the connection stays usable.
+    answer = exchange(server, b"HEAD /h HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n")
+    assert statuses(answer) == [200, 200] and b'"/after"' in answer
+    assert b'"/h"' not in answer
+
+    trailer = (
+        b"POST /t HTTP/1.1\r\nContent-Type: text/a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\nContent-Type: text/b\r\n\r\n"
+    )
+    assert b'"ct":"text/a"' in exchange(server, trailer)  # a trailer is not a header
+
+    huge = b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 200_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
+        for start in range(0, len(huge), 16_384):  # as a client streaming it would
+            try:
+                sock.sendall(huge[start : start + 16_384])
+            except OSError:
+                break
+            time.sleep(0.002)
+        sock.settimeout(2)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert statuses(answer) == [431] and b"headers above" in answer
+
+
+def test_continue_and_read_deadline_behind_a_slow_answer(server):
+    # The 100 Continue for a pipelined upload comes after the earlier answer, not before.
+    raw = b"GET /slow HTTP/1.1\r\n\r\nPOST /u HTTP/1.1\r\nExpect: 100-continue\r\n"
+    raw += b"Content-Length: 2\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
+        sock.sendall(raw)
+        first = sock.recv(1000)
+        assert first.startswith(b"HTTP/1.1 200 OK")
+        while b"100 Continue" not in first:
+            first += sock.recv(1000)
+        sock.sendall(b"ok")
+        assert b'"body":"ok"' in sock.recv(1000)
+
+    # A request left half-sent behind a slow answer still meets the 0.5 s read deadline.
+    started = time.monotonic()
+    partial = b"GET /slower HTTP/1.1\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"
+    answer = exchange(server, partial, wait=3)
+    assert statuses(answer) == [200, 408]
+    assert time.monotonic() - started < 2.9
