@@ -37,12 +37,13 @@ def new_run_dir(config: RunConfig) -> Path:
 
 
 def latest_run(output_dir: str | Path = "artifacts/runs") -> Path:
-    """The most recent run folder that holds a trained model."""
+    """The run folder whose model was written last (names given with --run-name do not sort
+    by time, so the model file's modification time decides)."""
     root = Path(output_dir)
-    runs = sorted(p.parent for p in root.glob(f"*/{MODEL_FILE}")) if root.is_dir() else []
-    if not runs:
+    models = list(root.glob(f"*/{MODEL_FILE}")) if root.is_dir() else []
+    if not models:
         raise KerasVaeError(f"no trained run under {root}; run `make train` first")
-    return runs[-1]
+    return max(models, key=lambda path: (path.stat().st_mtime, path.parent.name)).parent
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

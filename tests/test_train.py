@@ -136,3 +136,15 @@ def test_evaluate_explains_missing_and_corrupt_runs(tmp_path):
     assert "cannot load" in result.stderr and "Traceback" not in result.stderr
     result = run_module("keras_vae.evaluate", "--runs", str(tmp_path / "empty"))
     assert result.returncode == 2 and "run `make train` first" in result.stderr
+
+
+def test_latest_run_is_the_last_model_written_whatever_the_names(tmp_path):
+    import os
+
+    from keras_vae.runs import latest_run
+
+    for name, stamp in (("zz-old-named-run", 1_000), ("2026-01-01-mnist-z16", 2_000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.keras").write_bytes(b"")
+        os.utime(tmp_path / name / "model.keras", (stamp, stamp))
+    assert latest_run(tmp_path).name == "2026-01-01-mnist-z16"
