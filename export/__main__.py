@@ -20,7 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", default="artifacts/models", help="model repository folder")
     parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
     parser.add_argument(
-        "--atol", type=float, default=1e-4, help="max absolute difference allowed (1e-4)"
+        "--atol", type=float, default=1e-4, help="absolute difference allowed (1e-4)"
+    )
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-5,
+        help="plus this much of the Keras value's magnitude (1e-5), as numpy.allclose",
     )
     parser.add_argument(
         "--parity-examples", type=int, default=1000, help="test images / latent vectors compared"
@@ -38,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KerasVaeError(f"--parity-examples must be >= 1, got {args.parity_examples}")
     if not args.atol > 0:
         raise KerasVaeError(f"--atol must be > 0, got {args.atol}")
+    if not args.rtol >= 0:
+        raise KerasVaeError(f"--rtol must be >= 0, got {args.rtol}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from export.build import export_run
     from keras_vae.runs import resolve_run
@@ -45,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir, config = resolve_run(args.run_dir, args.runs, args.data_dir, args.tfds_dir)
     print(f"exporting {run_dir} -> {args.repo}", flush=True)
     result = export_run(
-        run_dir, args.repo, args.version, args.atol, args.parity_examples, config=config
+        run_dir,
+        args.repo,
+        args.version,
+        args.atol,
+        args.parity_examples,
+        config=config,
+        rtol=args.rtol,
     )
     print(f"version {result.version} published:")
     for folder in result.folders:

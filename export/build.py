@@ -85,7 +85,7 @@ def manifest(
     source: dict[str, Any],
     latent: int,
     reports: list[ParityReport],
-    atol: float,
+    tolerance: dict[str, float],
 ) -> dict[str, Any]:
     shapes = output_shapes(network, latent)
     document = {
@@ -100,7 +100,7 @@ def manifest(
         "source_run": source,
         "tools": tool_versions(),
         "parity": {
-            "tolerance": atol,
+            "tolerance": tolerance,
             "reference": "in-memory Keras model",
             "results": [asdict(r) for r in reports if r.network == network],
         },
@@ -119,6 +119,7 @@ def export_run(
     atol: float = 1e-4,
     examples: int = 1000,
     config: RunConfig | None = None,
+    rtol: float = 1e-5,
 ) -> ExportResult:
     """Write SavedModels and ONNX graphs of ``run_dir`` as a new version of ``repo``.
 
@@ -147,16 +148,17 @@ def export_run(
                 saved, network, INPUTS[network], [inputs[network][:1], inputs[network][:8]]
             )
             candidate = savedmodel_outputs(saved, network, inputs[network])
-            reports.append(compare(network, "tf_saved_model", reference, candidate, atol))
+            reports.append(compare(network, "tf_saved_model", reference, candidate, atol, rtol))
 
             onnx_path = folders["onnx", network] / ONNX_FILE
             meta = onnx_metadata(network, config, metrics, version, latent)
             write_onnx(vae, network, onnx_path, meta, version)
             candidate = onnx_outputs(onnx_path, network, inputs[network])
-            reports.append(compare(network, "onnx", reference, candidate, atol))
+            reports.append(compare(network, "onnx", reference, candidate, atol, rtol))
 
         for (fmt, network), folder in folders.items():
-            document = manifest(fmt, network, version, folder, source, latent, reports, atol)
+            tolerance = {"atol": atol, "rtol": rtol}
+            document = manifest(fmt, network, version, folder, source, latent, reports, tolerance)
             (folder / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         published = publish(stage, repo, version)
     write_configs(repo / "tf")

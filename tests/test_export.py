@@ -109,6 +109,25 @@ def test_manifests_record_checksums_parity_and_source(exported_repo, trained_run
         for result in results:
             assert result["examples"] == 200
             assert all(0 <= d <= 1e-4 for d in result["max_abs_diff"].values())
+        assert manifest["parity"]["tolerance"] == {"atol": 1e-4, "rtol": 1e-5}
+
+
+def test_parity_tolerance_grows_with_the_magnitude_of_a_value():
+    from export.parity import ParityError, compare
+
+    # float32 rounding of a logit of -30 through a deep decoder: 1.4e-4 off, 5e-6 relative.
+    reference = {"logits": np.array([[-30.0, 0.5]]), "probs": np.array([[1e-13, 0.62]])}
+    candidate = {"logits": np.array([[-30.00014, 0.50002]]), "probs": reference["probs"]}
+    report = compare("vae_decoder", "onnx", reference, candidate, atol=1e-4, rtol=1e-5)
+    assert report.max_abs_diff["logits"] == pytest.approx(1.4e-4, rel=1e-3)
+    with pytest.raises(ParityError, match=r"logits differs .* where Keras gives -30"):
+        compare("vae_decoder", "onnx", reference, candidate, atol=1e-4, rtol=0.0)
+    near_zero = {"logits": np.array([[-30.0, 0.5003]]), "probs": reference["probs"]}
+    with pytest.raises(ParityError, match="where Keras gives 0.5"):
+        compare("vae_decoder", "onnx", reference, near_zero, atol=1e-4, rtol=1e-5)
+    broken = {"logits": np.array([[np.nan, 0.5]]), "probs": reference["probs"]}
+    with pytest.raises(ParityError, match="nothing was exported"):
+        compare("vae_decoder", "onnx", reference, broken, atol=1e-4, rtol=1e-5)
 
 
 def test_onnx_and_savedmodel_match_the_keras_model_on_real_images(
@@ -183,7 +202,7 @@ def test_a_failed_parity_check_publishes_nothing(trained_run, tmp_path):
 
     repo = tmp_path / "models"
     with pytest.raises(ParityError, match="nothing was exported"):
-        export_run(trained_run, repo, atol=1e-12, examples=50)
+        export_run(trained_run, repo, atol=1e-12, examples=50, rtol=0.0)
     leftovers = [p for p in repo.rglob("*")] if repo.exists() else []
     assert leftovers == []
 
