@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import os
 import shutil
 import sys
@@ -126,6 +127,12 @@ def worker_scratch(run_dir: Path, index: int) -> Path:
     return folder
 
 
+def total_epoch_seconds(history_csv: Path) -> float:
+    """Sum of the ``epoch_seconds`` column: the run's training time across resumes."""
+    with open(history_csv, newline="") as handle:
+        return sum(float(row["epoch_seconds"] or 0) for row in csv.DictReader(handle))
+
+
 def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
     """Train (or, given an existing ``run_dir``, resume) a run; return its folder."""
     import keras
@@ -238,6 +245,8 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
             "epochs": config.train.epochs,
             "train_images": len(splits.train_images),
             "train_seconds_this_session": round(train_seconds, 1),
+            # Over every epoch of the run, the sessions before a --resume included.
+            "epoch_seconds_total": round(total_epoch_seconds(work_dir / HISTORY_FILE), 1),
             "seconds_per_epoch": round(seconds_per_epoch, 2) if seconds_per_epoch else None,
             "train_images_per_second": (
                 round(steps_per_epoch * batch_size / seconds_per_epoch, 1)

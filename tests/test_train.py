@@ -92,7 +92,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(data_config, tmp_path):
 
     result = run_module("keras_vae.train", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
-    assert [int(row["epoch"]) for row in _history(run_dir)] == [0, 1, 2]
+    history = _history(run_dir)
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epoch_seconds_total"] == pytest.approx(
+        sum(float(row["epoch_seconds"]) for row in history), abs=0.1
+    )
     assert (run_dir / "model.keras").is_file() and not (run_dir / "backup").exists()
     assert "nothing to resume" in run_module("keras_vae.train", "--resume", str(run_dir)).stderr
 
