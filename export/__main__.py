@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from export.parity import ATOL, RTOL
 from keras_vae.errors import run_cli
 
 
@@ -20,13 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", default="artifacts/models", help="model repository folder")
     parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
     parser.add_argument(
-        "--atol", type=float, default=1e-4, help="absolute difference allowed (1e-4)"
+        "--atol", type=float, default=ATOL, help=f"absolute difference allowed ({ATOL:g})"
     )
     parser.add_argument(
         "--rtol",
         type=float,
-        default=1e-5,
-        help="plus this much of the Keras value's magnitude (1e-5), as numpy.allclose",
+        default=RTOL,
+        help=f"plus this much of the Keras value's magnitude ({RTOL:g}), as numpy.allclose",
     )
     parser.add_argument(
         "--parity-examples", type=int, default=1000, help="test images / latent vectors compared"

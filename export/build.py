@@ -22,7 +22,7 @@ from export.contract import (
 )
 from export.manifest import MANIFEST_FILE, file_table, tool_versions
 from export.onnx_graph import OPSET, onnx_outputs, write_onnx
-from export.parity import ParityReport, compare
+from export.parity import ATOL, RTOL, ParityReport, compare
 from export.repository import choose_version, publish, staging, version_dirs
 from export.savedmodel import savedmodel_outputs, write_savedmodel, write_warmup
 from export.tf_serving_config import write_configs
@@ -116,10 +116,10 @@ def export_run(
     run_dir: str | Path,
     repo: str | Path,
     version: int | None = None,
-    atol: float = 1e-4,
+    atol: float = ATOL,
     examples: int = 1000,
     config: RunConfig | None = None,
-    rtol: float = 1e-5,
+    rtol: float = RTOL,
 ) -> ExportResult:
     """Write SavedModels and ONNX graphs of ``run_dir`` as a new version of ``repo``.
 
@@ -156,8 +156,8 @@ def export_run(
             candidate = onnx_outputs(onnx_path, network, inputs[network])
             reports.append(compare(network, "onnx", reference, candidate, atol, rtol))
 
+        tolerance = {"atol": atol, "rtol": rtol}
         for (fmt, network), folder in folders.items():
-            tolerance = {"atol": atol, "rtol": rtol}
             document = manifest(fmt, network, version, folder, source, latent, reports, tolerance)
             (folder / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         published = publish(stage, repo, version)

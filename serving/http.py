@@ -287,9 +287,12 @@ class _Connection(asyncio.Protocol):
         if close:
             self.closing = True
             transport, self.transport = self.transport, None
-            transport.close()  # after the buffered response is flushed...
-            # ...unless the client never reads it: then drop it after the read timeout.
-            self.loop.call_later(self.limits.read_timeout_s, transport.abort)
+            self._close(transport)
+
+    def _close(self, transport) -> None:
+        transport.close()  # after the buffered answers are flushed...
+        # ...unless the client never reads them: then drop it after the read timeout.
+        self.loop.call_later(self.limits.read_timeout_s, transport.abort)
 
     # --- timeouts --------------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -316,13 +319,11 @@ class _Connection(asyncio.Protocol):
             limit = self.limits.read_timeout_s
             self._refuse(408, f"the request did not arrive completely within {limit:g} s")
         else:
-            self.transport.close()
-            self.loop.call_later(self.limits.read_timeout_s, self.transport.abort)
+            self._close(self.transport)
 
     def close_if_idle(self) -> None:
         if not self.busy and not self.queue and self.transport is not None:
-            self.transport.close()
-            self.loop.call_later(self.limits.read_timeout_s, self.transport.abort)
+            self._close(self.transport)
 
 
 class HttpServer:
