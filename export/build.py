@@ -10,16 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from export.contract import (
-    DECODER,
-    ENCODER,
-    INPUTS,
-    NETWORKS,
-    OUTPUTS,
-    SIGNATURE,
-    input_shape,
-    output_shapes,
-)
 from export.manifest import MANIFEST_FILE, file_table, tool_versions
 from export.onnx_graph import OPSET, onnx_outputs, write_onnx
 from export.parity import ATOL, RTOL, ParityReport, compare
@@ -28,8 +18,20 @@ from export.savedmodel import savedmodel_outputs, write_savedmodel, write_warmup
 from export.tf_serving_config import write_configs
 from keras_vae.config import RunConfig
 from keras_vae.runs import METRICS_FILE, MODEL_FILE, check_run_dir, load_config, load_vae
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    INPUTS,
+    NETWORKS,
+    ONNX_DIR,
+    ONNX_FILE,
+    OUTPUTS,
+    SIGNATURE,
+    TF_DIR,
+    input_shape,
+    output_shapes,
+)
 
-ONNX_FILE = "model.onnx"
 PARITY_SEED = 0
 
 
@@ -91,7 +93,7 @@ def manifest(
     document = {
         "model_name": network,
         "version": version,
-        "format": "tf_saved_model" if fmt == "tf" else "onnx",
+        "format": "tf_saved_model" if fmt == TF_DIR else "onnx",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {INPUTS[network]: {"dtype": "float32", "shape": input_shape(network, latent)}},
         "outputs": {name: {"dtype": "float32", "shape": shapes[name]} for name in shapes},
@@ -105,7 +107,7 @@ def manifest(
             "results": [asdict(r) for r in reports if r.network == network],
         },
     }
-    if fmt == "tf":
+    if fmt == TF_DIR:
         document["signature"] = SIGNATURE
     else:
         document["opset"] = OPSET
@@ -142,7 +144,7 @@ def export_run(
         folders = {key: stage / rel for key, rel in version_dirs(repo, version).items()}
         for network in NETWORKS:
             reference = keras_outputs(vae, network, inputs[network])
-            saved = folders["tf", network]
+            saved = folders[TF_DIR, network]
             write_savedmodel(vae, network, saved)
             write_warmup(
                 saved, network, INPUTS[network], [inputs[network][:1], inputs[network][:8]]
@@ -150,7 +152,7 @@ def export_run(
             candidate = savedmodel_outputs(saved, network, inputs[network])
             reports.append(compare(network, "tf_saved_model", reference, candidate, atol, rtol))
 
-            onnx_path = folders["onnx", network] / ONNX_FILE
+            onnx_path = folders[ONNX_DIR, network] / ONNX_FILE
             meta = onnx_metadata(network, config, metrics, version, latent)
             write_onnx(vae, network, onnx_path, meta, version)
             candidate = onnx_outputs(onnx_path, network, inputs[network])
@@ -161,5 +163,5 @@ def export_run(
             document = manifest(fmt, network, version, folder, source, latent, reports, tolerance)
             (folder / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         published = publish(stage, repo, version)
-    write_configs(repo / "tf")
+    write_configs(repo / TF_DIR)
     return ExportResult(version, repo, published, reports)

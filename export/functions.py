@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from export.contract import DECODER, ENCODER, INPUTS, input_shape
+from vae_contract import DECODER, ENCODER, INPUTS, LOGITS, PROBS, Z_LOG_VAR, Z_MEAN, input_shape
 
 
 def input_spec(network: str, latent_dim: int) -> tf.TensorSpec:
@@ -24,14 +24,14 @@ def serving_function(vae, network: str) -> Callable:
 
         def encode(images):
             z_mean, z_log_var = vae.encoder(images, training=False)
-            return {"z_mean": z_mean, "z_log_var": z_log_var}
+            return {Z_MEAN: z_mean, Z_LOG_VAR: z_log_var}
 
         return encode
     if network == DECODER:
 
         def decode(z):
             logits = vae.decoder(z, training=False)
-            return {"probs": tf.sigmoid(logits), "logits": logits}
+            return {PROBS: tf.sigmoid(logits), LOGITS: logits}
 
         return decode
     raise ValueError(f"unknown network {network!r}")

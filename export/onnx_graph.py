@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import INPUTS, OUTPUTS
 from export.functions import input_spec, serving_function
+from vae_contract import INPUTS, OUTPUTS
 
 # The highest opset tf2onnx 1.17 knows; onnxruntime 1.20+ runs it.
 OPSET = 18

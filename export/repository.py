@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from export.contract import NETWORKS
 from keras_vae.errors import KerasVaeError
+from vae_contract import NETWORKS, ONNX_DIR, TF_DIR
 
-FORMATS = ("tf", "onnx")
+FORMATS = (TF_DIR, ONNX_DIR)
 STAGING_PREFIX = ".staging-"
 
 

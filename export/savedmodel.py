@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import INPUTS, SIGNATURE
 from export.functions import input_spec, serving_function
+from vae_contract import INPUTS, SIGNATURE
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 

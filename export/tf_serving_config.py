@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.contract import NETWORKS
+from vae_contract import NETWORKS
 
 MODELS_CONFIG = "models.config"
 DOCKER_MODELS_CONFIG = "models.docker.config"

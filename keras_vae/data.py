@@ -24,8 +24,6 @@ import numpy as np
 from keras_vae.config import DATA_DIR_ENV, DataConfig
 from keras_vae.errors import DataError
 
-IMAGE_SHAPE = (28, 28, 1)
-
 # The official IDX files: name -> (magic number, number of items).
 OFFICIAL_FILES = {
     "train-images-idx3-ubyte.gz": (2051, 60000),

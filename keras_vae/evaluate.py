@@ -21,6 +21,17 @@ from keras_vae.data import HELD_OUT_SEED
 from keras_vae.errors import KerasVaeError, run_cli
 from keras_vae.iwae import Decode, Encode, evaluate_likelihood
 from keras_vae.runs import MODEL_FILE, resolve_run, update_metrics
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    INPUTS,
+    LOGITS,
+    NETWORKS,
+    OUTPUTS,
+    ModelRepositoryError,
+    choose_version,
+    onnx_versions,
+)
 
 
 def evaluate_elbo(vae, inputs: np.ndarray, batch_size: int = 500) -> dict:
@@ -54,26 +65,23 @@ def onnx_networks(repo: str | Path, version: int | None = None) -> tuple[Encode,
     """The exported ONNX graphs as functions on numpy arrays (onnxruntime, no TensorFlow)."""
     import onnxruntime as ort
 
-    sessions = []
-    chosen = version
-    for name in ("vae_encoder", "vae_decoder"):
-        folder = Path(repo) / "onnx" / name
-        versions = sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit())
-        if not versions:
-            raise KerasVaeError(f"no exported versions in {folder}; run `make export`")
-        chosen = versions[-1] if version is None else version
-        if chosen not in versions:
-            raise KerasVaeError(f"{folder} has no version {chosen}; versions: {versions}")
-        path = folder / str(chosen) / "model.onnx"
-        sessions.append(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
-    encoder, decoder = sessions
+    try:
+        found = onnx_versions(repo)
+        chosen = choose_version(ENCODER, found[ENCODER], version)
+        choose_version(DECODER, found[DECODER], chosen)
+    except ModelRepositoryError as error:
+        raise KerasVaeError(str(error)) from None
+    encoder, decoder = (
+        ort.InferenceSession(str(found[name][chosen]), providers=["CPUExecutionProvider"])
+        for name in NETWORKS
+    )
 
     def encode(x):
-        z_mean, z_log_var = encoder.run(["z_mean", "z_log_var"], {"images": x})
+        z_mean, z_log_var = encoder.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
         return z_mean, z_log_var
 
     def decode(z):
-        return decoder.run(["logits"], {"z": z})[0]
+        return decoder.run([LOGITS], {INPUTS[DECODER]: z})[0]
 
     return encode, decode, chosen
 

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from keras_vae.config import ModelConfig
-from keras_vae.data import IMAGE_SHAPE
+from vae_contract import IMAGE_SHAPE, IMAGES, Z_LOG_VAR, Z_MEAN
 
 
 def residual_block(x, filters: int, name: str, activation: str = "relu"):
@@ -29,7 +29,7 @@ def build_encoder(config: ModelConfig) -> keras.Model:
     if config.architecture == "resnet":
         return _resnet_encoder(config)
     act = config.activation
-    images = keras.Input(shape=IMAGE_SHAPE, name="images")
+    images = keras.Input(shape=IMAGE_SHAPE, name=IMAGES)
     x = images
     for filters in config.conv_filters:
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation=act)(x)
@@ -53,7 +53,7 @@ def build_decoder(config: ModelConfig) -> keras.Model:
 
 def _resnet_encoder(config: ModelConfig) -> keras.Model:
     act = config.activation
-    images = keras.Input(shape=IMAGE_SHAPE, name="images")
+    images = keras.Input(shape=IMAGE_SHAPE, name=IMAGES)
     x = images
     for level, filters in enumerate(config.conv_filters):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", activation=act)(x)
@@ -83,6 +83,6 @@ def _encoder_head(images, features, config: ModelConfig) -> keras.Model:
     """Feature map -> dense -> the posterior's mean and log-variance."""
     x = layers.Flatten()(features)
     x = layers.Dense(config.hidden_units, activation=config.activation)(x)
-    z_mean = layers.Dense(config.latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(config.latent_dim, name="z_log_var")(x)
+    z_mean = layers.Dense(config.latent_dim, name=Z_MEAN)(x)
+    z_log_var = layers.Dense(config.latent_dim, name=Z_LOG_VAR)(x)
     return keras.Model(images, [z_mean, z_log_var], name="encoder")

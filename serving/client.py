@@ -12,6 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    IMAGE_SHAPE,
+    PROBS,
+    Z_LOG_VAR,
+    Z_MEAN,
+    ModelRepositoryError,
+    Z,
+    choose_version,
+)
+
 NPY = "application/x-npy"
 
 
@@ -99,28 +111,28 @@ class LocalVae:
         from serving.engine import OnnxModel
         from serving.repository import discover
 
-        found = discover(repo)
         models = {}
-        for name, versions in found.items():
-            chosen = max(versions) if version is None else version
-            if chosen not in versions:
-                raise ValueError(f"{name} has no version {chosen}; versions: {sorted(versions)}")
+        for name, versions in discover(repo).items():
+            try:
+                chosen = choose_version(name, versions, version)
+            except ModelRepositoryError as error:
+                raise ValueError(str(error)) from None
             models[name] = OnnxModel(versions[chosen], name, chosen, threads)
-        self.encoder, self.decoder = models["vae_encoder"], models["vae_decoder"]
+        self.encoder, self.decoder = models[ENCODER], models[DECODER]
         self.latent_dim = self.decoder.item_shape[0]
 
     def encode(
         self, images: np.ndarray, sample: bool = False, seed: int | None = None
     ) -> dict[str, np.ndarray]:
-        outputs = self.encoder.run(np.asarray(images, np.float32).reshape(-1, 28, 28, 1))
+        outputs = self.encoder.run(np.asarray(images, np.float32).reshape(-1, *IMAGE_SHAPE))
         if sample:
-            noise = np.random.default_rng(seed).standard_normal(outputs["z_mean"].shape)
-            z = outputs["z_mean"] + np.exp(0.5 * outputs["z_log_var"]) * noise
-            outputs["z"] = z.astype(np.float32)
+            noise = np.random.default_rng(seed).standard_normal(outputs[Z_MEAN].shape)
+            z = outputs[Z_MEAN] + np.exp(0.5 * outputs[Z_LOG_VAR]) * noise
+            outputs[Z] = z.astype(np.float32)
         return outputs
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return self.decoder.run(np.asarray(z, np.float32))["probs"]
+        return self.decoder.run(np.asarray(z, np.float32))[PROBS]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         z = temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim))

@@ -31,6 +31,13 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"malformed JSON: {error}") from None
 
 
+def parse_json_object(body: bytes) -> dict:
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return payload
+
+
 _MAGIC = b"\x93NUMPY"
 _HEADER = re.compile(
     r"\{'descr': '([<|][a-z]\d)', 'fortran_order': False, 'shape': \(([\d, ]*)\), \}"

@@ -1,44 +1,86 @@
-"""Service settings, one dataclass; command-line flags override the defaults."""
+"""Service settings, one dataclass; ``python -m serving`` makes a flag of every field.
+
+Each field's help text lives beside it (``metadata["help"]``), so the flags, their
+defaults and their documentation cannot drift apart. Measured reasons for the
+defaults are in the README ("Serve" and "Serving benchmark").
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+
+LOG_LEVELS = ("debug", "info", "warning")
+
+
+def _setting(default, help: str):  # noqa: A002 - the argparse word
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class ServingConfig:
-    repo: str = "artifacts/models"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    # Coalescing: one onnxruntime call takes up to max_batch_size rows; after the
-    # first request arrives the batcher waits at most max_delay_ms for more. With
-    # 0 it waits for nothing: requests that arrive while a batch runs form the next
-    # one. `make bench` on 2 cores: a 1-2 ms wait doubled the single-client latency
-    # and did not raise the throughput at 64 clients (see README).
-    batching: bool = True
-    max_batch_size: int = 64
-    max_delay_ms: float = 0.0
+    repo: str = _setting("artifacts/models", "model repository written by `make export`")
+    host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+    port: int = _setting(8080, "port to listen on (0: any free port)")
+    workers: int = _setting(
+        1, "server processes; each loads its own sessions and batchers (see README)"
+    )
+    # Coalescing: one onnxruntime call takes up to max_batch_size rows; after the first
+    # request arrives the batcher waits at most max_delay_ms for more. With 0 it waits
+    # for nothing: requests that arrive while a batch runs form the next one.
+    batching: bool = _setting(True, "coalesce concurrent requests (--no-batching to turn off)")
+    max_batch_size: int = _setting(64, "rows per onnxruntime call")
+    max_delay_ms: float = _setting(0.0, "longest wait for a batch to fill")
     # Backpressure: requests waiting per model before 503, and each one's deadline.
-    max_queue: int = 256
-    timeout_s: float = 5.0
-    # Limits on what one request may ask for.
-    max_request_items: int = 1024
-    max_body_bytes: int = 16 * 1024 * 1024
-    # onnxruntime threads per session; 0 = all cores but one, which the HTTP event
-    # loop needs (on 2 cores: 1, measured faster than 2 that fight the loop for a core).
-    intra_op_threads: int = 0
+    max_queue: int = _setting(256, "requests waiting per model before 503")
+    timeout_s: float = _setting(5.0, "deadline of each request once received")
+    # Limits on what one request may ask for, and on the connections.
+    max_request_items: int = _setting(1024, "largest batch one request may send")
+    max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body")
+    max_head_bytes: int = _setting(16 * 1024, "largest request line plus headers (else 431)")
+    max_connections: int = _setting(1024, "open connections per worker before 503")
+    max_concurrency: int = _setting(512, "requests in progress per worker before 503")
+    request_timeout_s: float = _setting(30.0, "deadline to receive a whole request (else 408)")
+    keep_alive_s: float = _setting(5.0, "idle keep-alive connections are closed after this")
+    graceful_timeout_s: float = _setting(10.0, "on SIGTERM, how long requests may finish")
+    # onnxruntime threads per session; 0 = all cores but one, which the event loop needs.
+    intra_op_threads: int = _setting(0, "onnxruntime threads per session (0 = cores - 1)")
+    # TLS and proxies, passed through to uvicorn.
+    ssl_certfile: str = _setting("", "TLS certificate (PEM); serves HTTPS when set")
+    ssl_keyfile: str = _setting("", "TLS private key (PEM)")
+    ssl_ca_certs: str = _setting("", "CA bundle to verify client certificates")
+    proxy_headers: bool = _setting(
+        False, "trust X-Forwarded-For/-Proto from --forwarded-allow-ips (behind a proxy)"
+    )
+    forwarded_allow_ips: str = _setting("127.0.0.1", "proxies whose forwarded headers count")
+    log_level: str = _setting("info", "info logs one JSON line per request")
 
     def __post_init__(self) -> None:
         checks = [
+            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
             (self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}"),
             (self.max_delay_ms >= 0, f"max_delay_ms must be >= 0, got {self.max_delay_ms}"),
             (self.max_queue >= 1, f"max_queue must be >= 1, got {self.max_queue}"),
             (self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}"),
             (self.max_request_items >= 1, "max_request_items must be >= 1"),
             (self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
+            (self.max_head_bytes >= 1024, "max_head_bytes must be >= 1024"),
+            (self.max_connections >= 1, "max_connections must be >= 1"),
+            (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
+            (self.request_timeout_s > 0, "request_timeout_s must be > 0"),
+            (self.keep_alive_s > 0, "keep_alive_s must be > 0"),
+            (self.graceful_timeout_s >= 0, "graceful_timeout_s must be >= 0"),
             (0 <= self.port < 65536, f"port must be in 0..65535, got {self.port}"),
             (self.intra_op_threads >= 0, "intra_op_threads must be >= 0"),
+            (
+                self.log_level in LOG_LEVELS,
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}",
+            ),
+            (
+                bool(self.ssl_certfile) == bool(self.ssl_keyfile),
+                "ssl_certfile and ssl_keyfile go together; pass both or neither",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -47,3 +89,10 @@ class ServingConfig:
     @property
     def threads(self) -> int:
         return self.intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServingConfig:
+        return cls(**json.loads(text))

@@ -10,6 +10,7 @@ from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.repository import discover
+from vae_contract import ModelRepositoryError, choose_version
 
 
 class Service:
@@ -48,16 +49,22 @@ class Service:
         for batcher in self.batchers.values():
             await batcher.stop()
 
+    @staticmethod
+    def check_repository(config: ServingConfig) -> None:
+        """Load every model once and drop it: a RepositoryError if any is missing or corrupt."""
+        for name, versions in discover(config.repo).items():
+            for version, path in versions.items():
+                OnnxModel(path, name, version, 1)
+
     def model(self, name: str, version: int | None = None) -> OnnxModel:
         """The model ``name`` at ``version`` (default: the latest), or a 404 that lists them."""
         versions = self.models.get(name)
         if versions is None:
             raise ApiError(404, f"unknown model {name!r}; models: {', '.join(self.models)}")
-        if version is None:
-            return versions[max(versions)]
-        if version not in versions:
-            raise ApiError(404, f"{name} has no version {version}; versions: {sorted(versions)}")
-        return versions[version]
+        try:
+            return versions[choose_version(name, versions, version)]
+        except ModelRepositoryError as error:
+            raise ApiError(404, str(error)) from None
 
     async def run(self, model: OnnxModel, inputs: np.ndarray) -> dict[str, np.ndarray]:
         return await self.batchers[model.name, model.version].submit(inputs)

@@ -6,14 +6,23 @@ Columnar format: {"inputs": X} or {"inputs": {"images": X}}           -> {"outpu
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
+from serving import codec, params
+from serving.asgi import Request, Response
 from serving.engine import OnnxModel
 from serving.errors import ApiError
+from serving.responses import json_response
+from serving.service import Service
+from vae_contract import ENCODER, SIGNATURE
 
-SIGNATURE = "serving_default"
+PREFIX = "/v1/models/"
+_MODEL_PATH = re.compile(
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<tail>/metadata|:predict)?$"
+)
 
 
 def parse_predict(payload: Any, model: OnnxModel) -> tuple[Any, bool]:
@@ -104,3 +113,35 @@ def metadata(model: OnnxModel) -> dict[str, Any]:
             }
         },
     }
+
+
+def routes(service: Service):
+    config = service.config
+
+    async def tf_serving(request: Request) -> Response:
+        match = _MODEL_PATH.match(request.path[len(PREFIX) :])
+        if not match:
+            raise ApiError(404, f"no such endpoint {request.path}; see /openapi.json")
+        version, tail = params.version(match["version"]), match["tail"]
+        model = service.model(match["name"], version)
+        if tail == ":predict":
+            if request.method != "POST":
+                raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
+            value, rows = parse_predict(codec.parse_json_object(request.body), model)
+            inputs = codec.read_batch(
+                value,
+                model.item_shape,
+                model.input_name,
+                config.max_request_items,
+                pixels=model.name == ENCODER,
+            )
+            outputs = await service.run(model, inputs)
+            return json_response(format_predict(outputs, rows))
+        if request.method != "GET":
+            raise ApiError(405, f"{request.method} is not allowed on {request.path}; use GET")
+        if tail == "/metadata":
+            return json_response(metadata(model))
+        versions = [model.version] if version is not None else list(service.models[model.name])
+        return json_response(version_status(versions))
+
+    return [(PREFIX, "tf_serving", tf_serving, ("GET", "POST"))]

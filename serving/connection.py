@@ -1,0 +1,161 @@
+"""uvicorn's httptools connection, with the limits an exposed service needs.
+
+uvicorn owns the HTTP framing. What it leaves open on its httptools protocol, and
+this subclass adds (each answer is JSON ``{"error": ...}`` and closes the
+connection):
+
+- a cap on the request line plus headers (431): httptools buffers headers of any size;
+- a deadline to receive a whole request, head and body, from its first byte (408):
+  a client that sends part of a request and stalls would otherwise hold the
+  connection forever (slowloris);
+- an idle timeout from the moment a connection opens: uvicorn arms its keep-alive
+  timer only after a first response;
+- a cap on open connections per worker (503 with Retry-After);
+- upgrades refused with 400, since the service speaks plain HTTP/1.1.
+
+The limits come from :class:`ServingUvicornConfig`, so that worker processes,
+which receive the configuration pickled, get them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+
+import httptools
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from serving.config import ServingConfig
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_REASONS[503] = "Service Unavailable"
+
+
+class ServingUvicornConfig(uvicorn.Config):
+    """uvicorn's configuration plus the service's connection limits."""
+
+    def __init__(self, app, serving: ServingConfig, **kwargs):
+        super().__init__(app, **kwargs)
+        self.serving = serving
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, config: ServingUvicornConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        limits = config.serving
+        self.max_head_bytes = limits.max_head_bytes
+        self.request_timeout_s = limits.request_timeout_s
+        self.max_connections = limits.max_connections
+        self.head_bytes = 0
+        self.deadline: asyncio.TimerHandle | None = None
+
+    # -- connection -------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            message = f"{self.max_connections} connections open, the limit; retry"
+            self.refuse(503, message, retry=True)
+            return
+        # Idle from the start: closed after the keep-alive timeout unless a request begins.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.refuse(400, "protocol upgrades are not supported; send plain HTTP/1.1")
+        except httptools.HttpParserError as error:
+            if isinstance(error.__context__, _HeadTooLarge):
+                message = f"request line and headers above {self.max_head_bytes} bytes"
+                self.refuse(431, message)
+            else:
+                self.refuse(400, "malformed HTTP request")
+
+    # -- parser callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = 0
+        self._cancel_deadline()
+        self.deadline = self.loop.call_later(self.request_timeout_s, self._request_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        super().on_message_complete()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > self.max_head_bytes:
+            raise _HeadTooLarge
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _request_timed_out(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        if self._answering_earlier_request():  # not the client's fault: count from later
+            self.deadline = self.loop.call_later(self.request_timeout_s, self._request_timed_out)
+            return
+        message = f"the request did not arrive completely within {self.request_timeout_s:g} s"
+        self.refuse(408, message)
+
+    def _answering_earlier_request(self) -> bool:
+        """An earlier request, received in full, is still being answered on this connection."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (
+            cycle is not None and not cycle.response_complete and not cycle.more_body
+        )
+
+    def refuse(self, status: int, message: str, retry: bool = False) -> None:
+        """Answer ``status`` with a JSON error and close, outside any ASGI cycle.
+
+        Behind an answer still being written, the connection closes after that answer.
+        """
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if self._answering_earlier_request():
+                cycle.keep_alive = False
+                self.flow.pause_reading()
+                return
+            if cycle.response_started:
+                self.transport.close()
+                return
+        body = orjson.dumps({"error": message})
+        head = [
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            f"date: {email.utils.formatdate(usegmt=True)}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            "connection: close",
+        ]
+        if retry:
+            head.append("retry-after: 1")
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self.transport.close()

@@ -1,0 +1,31 @@
+"""What operators call: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from serving.asgi import Request, Response
+from serving.openapi import openapi
+from serving.responses import json_response
+from serving.service import Service
+
+
+def routes(service: Service):
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        if not service.ready:
+            return json_response({"status": "starting"}, 503)
+        return json_response({"status": "ready", "models": service.describe()})
+
+    async def metrics(request: Request) -> Response:
+        return Response(200, service.metrics.render(), "text/plain; version=0.0.4")
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(openapi())
+
+    return [
+        ("/healthz", "healthz", healthz, ("GET",)),
+        ("/readyz", "readyz", readyz, ("GET",)),
+        ("/metrics", "metrics", metrics, ("GET",)),
+        ("/openapi.json", "openapi", openapi_json, ("GET",)),
+    ]

@@ -1,0 +1,67 @@
+"""Scalar request parameters (versions, seeds, flags, formats), checked strictly.
+
+Each becomes a 400 naming the parameter and what it accepts: never a 500 from
+``int()`` on odd digits (non-ASCII digits such as "²", or thousands of digits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.errors import ApiError
+
+MAX_DIGITS = 19  # every integer we accept fits in a signed 64-bit integer
+
+
+def describe(value: Any) -> str:
+    """The value for an error message, cut short: quoting a huge or deep object costs."""
+    if isinstance(value, str):
+        return repr(value[:40] + "...") if len(value) > 40 else repr(value)
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "an integer of more than 19 digits"
+    if value is None or isinstance(value, int | float):
+        return repr(value)
+    return f"a JSON {'list' if isinstance(value, list) else 'object'}"
+
+
+def decimal(value: str) -> int | None:
+    """An ASCII decimal integer of at most MAX_DIGITS digits, else None."""
+    if value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS:
+        return int(value)
+    return None
+
+
+def version(raw: str | None) -> int | None:
+    """A model version from a path or query (None: the latest)."""
+    if raw is None:
+        return None
+    number = decimal(raw)
+    if number is None:
+        raise ApiError(400, f"version must be a positive integer, got {describe(raw)}")
+    return number
+
+
+def flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ApiError(400, f"{what} must be true or false, got {describe(value)}")
+
+
+def seed(value: Any, what: str = "seed") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        number = decimal(value)
+        if number is not None:
+            return number
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
+        return value
+    raise ApiError(400, f"{what} must be a non-negative integer below 2**64, got {describe(value)}")
+
+
+def positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ApiError(400, f"{what} must be a positive integer, got {describe(value)}")
+    return value

@@ -1,0 +1,96 @@
+"""The VAE's own API: ``/v1/encode``, ``/v1/decode``, ``/v1/sample``.
+
+JSON bodies, or a ``.npy`` array with ``Content-Type: application/x-npy`` (options
+then go in the query string). Answers as JSON, ``.npy`` or PNG (see responses).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving import codec, params
+from serving.asgi import Request, Response
+from serving.errors import ApiError
+from serving.responses import arrays_response, images_response, sends_npy
+from serving.service import Service
+from vae_contract import DECODER, ENCODER, IMAGES, PROBS, Z_LOG_VAR, Z_MEAN, Z
+
+MAX_TEMPERATURE = 10.0
+_unseeded = np.random.default_rng()  # building a generator costs ~20 µs: one for all
+
+
+def rng(seed: int | None) -> np.random.Generator:
+    return _unseeded if seed is None else np.random.default_rng(seed)
+
+
+def reparameterize(outputs: dict[str, np.ndarray], seed: int | None) -> np.ndarray:
+    """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I): the sampling step outside the graph."""
+    noise = rng(seed).standard_normal(outputs[Z_MEAN].shape)
+    return (outputs[Z_MEAN] + np.exp(0.5 * outputs[Z_LOG_VAR]) * noise).astype(np.float32)
+
+
+def routes(service: Service):
+    config = service.config
+    max_items = config.max_request_items
+
+    async def encode(request: Request) -> Response:
+        model = service.model(ENCODER, params.version(request.query.get("version")))
+        if sends_npy(request):
+            value, options = codec.parse_npy(request.body), request.query
+        else:
+            options = codec.parse_json_object(request.body)
+            if IMAGES not in options:
+                raise ApiError(400, f'missing "{IMAGES}": a list of 28x28 images in [0, 1]')
+            value = options[IMAGES]
+        images = codec.read_batch(value, model.item_shape, IMAGES, max_items, pixels=True)
+        sample = params.flag(options.get("sample", False), "sample")
+        seed = params.seed(options.get("seed"))
+        outputs = await service.run(model, images)
+        if sample:
+            outputs = {**outputs, Z: reparameterize(outputs, seed)}
+        return arrays_response(request, {"model": model.name, "version": model.version}, outputs)
+
+    async def decode(request: Request) -> Response:
+        model = service.model(DECODER, params.version(request.query.get("version")))
+        if sends_npy(request):
+            value = codec.parse_npy(request.body)
+        else:
+            payload = codec.parse_json_object(request.body)
+            if Z not in payload:
+                raise ApiError(
+                    400, f'missing "{Z}": a list of latent vectors of size {model.latent_dim}'
+                )
+            value = payload[Z]
+        z = codec.read_batch(value, model.item_shape, Z, max_items)
+        outputs = await service.run(model, z)
+        meta = {"model": model.name, "version": model.version}
+        return images_response(request, outputs[PROBS], meta)
+
+    async def sample(request: Request) -> Response:
+        model = service.model(DECODER, params.version(request.query.get("version")))
+        payload = codec.parse_json_object(request.body) if request.body else {}
+        n = params.positive_int(payload.get("n", 1), "n")
+        if n > max_items:
+            raise ApiError(413, f"n={n} is above the limit of {max_items}")
+        temperature = payload.get("temperature", 1.0)
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not 0 < temperature <= MAX_TEMPERATURE
+        ):
+            raise ApiError(
+                400,
+                f"temperature must be a number in (0, {MAX_TEMPERATURE:g}], "
+                f"got {params.describe(temperature)}",
+            )
+        seed = params.seed(payload.get("seed"))
+        z = (temperature * rng(seed).standard_normal((n, model.latent_dim))).astype(np.float32)
+        outputs = await service.run(model, z)
+        meta = {"model": model.name, "version": model.version, Z: z}
+        return images_response(request, outputs[PROBS], meta)
+
+    return [
+        ("/v1/encode", "encode", encode, ("POST",)),
+        ("/v1/decode", "decode", decode, ("POST",)),
+        ("/v1/sample", "sample", sample, ("POST",)),
+    ]
