@@ -11,7 +11,7 @@ connection):
 - an idle timeout from the moment a connection opens: uvicorn arms its keep-alive
   timer only after a first response;
 - a cap on open connections per worker (503 with Retry-After);
-- upgrades refused with 400, since the service speaks plain HTTP/1.1.
+- upgrade requests answered as plain HTTP/1.1 (there is no WebSocket endpoint).
 
 The limits come from :class:`ServingUvicornConfig`, so that worker processes,
 which receive the configuration pickled, get them too.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from serving.asgi import Request, Response
 from serving.openapi import openapi
 from serving.responses import json_response
@@ -15,7 +17,7 @@ def routes(service: Service):
     async def readyz(request: Request) -> Response:
         if not service.ready:
             return json_response({"status": "starting"}, 503)
-        return json_response({"status": "ready", "models": service.describe()})
+        return json_response({"status": "ready", "pid": os.getpid(), "models": service.describe()})
 
     async def metrics(request: Request) -> Response:
         return Response(200, service.metrics.render(), "text/plain; version=0.0.4")

@@ -121,8 +121,7 @@ def run(config: ServingConfig) -> None:
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(uv_config)
     if config.workers == 1:
-        server.run(sockets=[sock])
+        uvicorn.Server(uv_config).run(sockets=[sock])
     else:
-        Multiprocess(uv_config, target=server.run, sockets=[sock]).run()
+        Multiprocess(uv_config, sockets=[sock]).run()

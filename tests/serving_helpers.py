@@ -21,8 +21,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_ready(process: subprocess.Popen, url: str, timeout: float = 60) -> None:
+    """Until /readyz answers 200; an error if the process exits or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with code {process.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1, verify=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"service not ready within {timeout:g} s")
+        time.sleep(0.2)
+
+
 @contextmanager
-def running_service(repo: Path, *flags: str, log: Path | None = None):
+def running_service(repo: Path, *flags: str, log: Path | None = None, scheme: str = "http"):
     """Yield the base URL of ``python -m serving`` once /readyz says ready."""
     port = free_port()
     stderr = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
@@ -33,25 +49,14 @@ def running_service(repo: Path, *flags: str, log: Path | None = None):
         stderr=stderr,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"service exited with code {process.returncode}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("service not ready within 60 s")
-            time.sleep(0.2)
+        wait_ready(process, url)
         yield url
     finally:
         process.terminate()
         try:
-            process.wait(10)
+            process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
         if log:
