@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(KERAS_VAE_DATA_DIR)
 ARGS   ?=
 
-.PHONY: install train evaluate export serve bench test lint clean
+.PHONY: install train evaluate export serve bench bench-peers test lint clean
 
 install: $(STAMP)
 
@@ -32,6 +32,22 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.serving $(ARGS)
 
+# The peers of `make bench-peers` (PyTriton, LitServe, FastAPI) live in their own
+# virtualenv, built from exact pins: none of them is a dependency of keras-vae.
+VENV_PEERS  ?= .venv-peers
+PEERS_STAMP := $(VENV_PEERS)/.installed
+
+$(PEERS_STAMP): benchmarks/peers-requirements.txt
+	$(PYTHON) -m venv $(VENV_PEERS)
+	$(VENV_PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_PEERS)/bin/python -m pip install --quiet -r benchmarks/peers-requirements.txt
+	touch $(PEERS_STAMP)
+
+# Runs from the main .venv (keras-vae, the load generator); starts each peer server
+# with $(VENV_PEERS)/bin/python.
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) -m benchmarks.peers --peers-python $(VENV_PEERS)/bin/python $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
@@ -40,4 +56,4 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_PEERS) .pytest_cache .ruff_cache
