@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,6 +46,8 @@ class Batcher:
         max_queue: int = 256,
         timeout: float = 5.0,
         batching: bool = True,
+        inline_rows: int = 0,
+        in_progress: Callable[[], int] = lambda: 0,
     ):
         self.model = model
         self.metrics = metrics
@@ -52,12 +55,14 @@ class Batcher:
         self.max_delay = max_delay
         self.timeout = timeout
         self.batching = batching
+        self.inline_rows = inline_rows
+        self.in_progress = in_progress
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
         self._carry: _Pending | None = None
         self._task: asyncio.Task | None = None
         self._label = f"{model.name}/{model.version}"
-        self._depth_gauge = metrics.queue_depth.labels(self._label)
+        metrics.track_depth(self._label, lambda: self.depth)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._work())
@@ -79,13 +84,12 @@ class Batcher:
         try:
             self.queue.put_nowait(pending)
         except asyncio.QueueFull:
-            self.metrics.rejected.labels(self._label).inc()
+            self.metrics.observe_rejected(self._label)
             raise ApiError(
                 503,
                 f"{self.model.name} is overloaded ({self.queue.maxsize} requests queued); retry",
                 {"Retry-After": "1"},
             ) from None
-        self._depth_gauge.set(self.depth)
         # A timer, not asyncio.wait_for: no extra task per request. A future that
         # expires or whose caller went away is skipped by the worker.
         timer = loop.call_at(pending.deadline, self._expire, pending.future)
@@ -134,25 +138,41 @@ class Batcher:
             rows += len(item.inputs)
         return batch
 
+    async def _alone(self, rows: int, requests: int) -> bool:
+        """Whether to run this batch on the event-loop thread: small, and nobody else waits.
+
+        Handing a batch to the onnxruntime thread and back (a thread wake-up, the GIL,
+        the event loop's self-pipe) costs more CPU than one image's inference (README,
+        "Why it is fast"). A lone small batch runs inline instead; the requests that
+        arrive meanwhile wait at most that long, then batch as usual. One turn of the
+        loop first lets requests already received reach the server's count.
+        """
+        if rows > self.inline_rows or self.in_progress() > requests:
+            return False
+        await asyncio.sleep(0)
+        return self.in_progress() <= requests
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
             now = loop.time()
             live = [p for p in batch if not p.future.done() and p.deadline > now]
-            self._depth_gauge.set(self.depth)
             if not live:
                 continue
             inputs = live[0].inputs if len(live) == 1 else np.concatenate([p.inputs for p in live])
             started = time.perf_counter()
             try:
-                outputs = await loop.run_in_executor(
-                    self._executor,
-                    self.model.run,
-                    inputs,
-                    self.max_batch,
-                    functools.partial(_all_done, live),
-                )
+                if await self._alone(len(inputs), len(live)):
+                    outputs = self.model.run(inputs)
+                else:
+                    outputs = await loop.run_in_executor(
+                        self._executor,
+                        self.model.run,
+                        inputs,
+                        self.max_batch,
+                        functools.partial(_all_done, live),
+                    )
             except Exception as error:  # keep serving whatever one batch did
                 for p in live:
                     if not p.future.done():

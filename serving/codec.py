@@ -10,6 +10,7 @@ import io
 import math
 import re
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -44,23 +45,46 @@ _HEADER = re.compile(
 )
 
 
+MAX_DIMS = 8
+_ONE_BITS = int(np.float32(1.0).view(np.uint32))
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}  # parsed .npy headers
+
+
+def _npy_layout(descr: str, dims: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """dtype, shape and element count of a header, or a 400 if we would not read it."""
+    try:
+        dtype = np.dtype(descr)
+    except TypeError:
+        raise ApiError(400, f".npy dtype {descr!r} is not a numeric type; send float32") from None
+    shape = tuple(int(n) for n in dims.replace(" ", "").split(",") if n)
+    if len(shape) > MAX_DIMS or any(n > 2**31 for n in shape):
+        raise ApiError(400, f".npy shape has {len(shape)} dimensions or a huge one; send [N, ...]")
+    return dtype, shape, math.prod(shape)
+
+
 def _fast_npy(body: bytes) -> np.ndarray | None:
     """Read the common case (version 1, C order, little-endian numbers) without ``np.load``.
 
     ``np.load`` parses the header with ``ast.literal_eval``, which was a quarter of
-    the service's CPU per binary request; anything unusual falls back to it.
+    the service's CPU per binary request; a header seen before is not parsed again.
+    Anything unusual falls back to :func:`_checked_npy`.
     """
-    if body[:6] != _MAGIC or body[6] != 1 or len(body) < 10:
+    if len(body) < 10 or body[:6] != _MAGIC or body[6] != 1:
         return None
     end = 10 + int.from_bytes(body[8:10], "little")
-    match = _HEADER.match(body[10:end].decode("latin1"))
-    if match is None:
-        return None
-    dtype = np.dtype(match[1])
+    header = body[10:end]
+    layout = _HEADERS.get(header)
+    if layout is None:
+        match = _HEADER.match(header.decode("latin1"))
+        if match is None:
+            return None
+        layout = _npy_layout(match[1], match[2])
+        if len(_HEADERS) >= 256:
+            _HEADERS.clear()
+        _HEADERS[header] = layout
+    dtype, shape, count = layout
     if dtype.kind not in "iuf":
         return None
-    shape = tuple(int(n) for n in match[2].replace(" ", "").split(",") if n)
-    count = math.prod(shape)
     if len(body) - end != count * dtype.itemsize:
         raise ApiError(
             400,
@@ -70,20 +94,44 @@ def _fast_npy(body: bytes) -> np.ndarray | None:
     return np.frombuffer(body, dtype, count, end).reshape(shape)
 
 
+def _checked_npy(body: bytes) -> np.ndarray:
+    """Any other ``.npy``: header read and checked against the body before ``np.load``."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(stream)
+    except Exception as error:  # numpy raises several types for a bad header
+        raise ApiError(400, f"body is not a valid .npy array ({str(error)[:200]})") from None
+    if dtype.hasobject:
+        raise ApiError(400, ".npy holds Python objects, which are never loaded; send float32")
+    if len(shape) > MAX_DIMS or any(n > 2**31 for n in shape):
+        raise ApiError(400, f".npy shape has {len(shape)} dimensions or a huge one; send [N, ...]")
+    needed = math.prod(shape) * dtype.itemsize
+    if len(body) - stream.tell() != needed:
+        raise ApiError(
+            400,
+            f".npy body holds {len(body) - stream.tell()} data bytes; its header needs {needed}",
+        )
+    try:
+        return np.load(io.BytesIO(body), allow_pickle=False)
+    except Exception as error:
+        raise ApiError(400, f"body is not a valid .npy array ({str(error)[:200]})") from None
+
+
 def parse_npy(body: bytes) -> np.ndarray:
     fast = _fast_npy(body)
-    if fast is not None:
-        return fast
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except Exception as error:  # numpy raises several types for a bad header
-        raise ApiError(400, f"body is not a valid .npy array ({error})") from None
-    if not isinstance(array, np.ndarray):
-        raise ApiError(400, "body holds several arrays; send one .npy array")
-    return array
+    return fast if fast is not None else _checked_npy(body)
 
 
-def _regular_array(value: Any) -> np.ndarray | None:
+_first = itemgetter(0)
+
+
+def _regular_array(value: Any, what: str = "the array") -> np.ndarray | None:
     """Nested lists of equal lengths as one array, or None to let numpy decide (and explain).
 
     ``np.asarray`` on a JSON image (784 one-pixel lists) cost ~150 µs, twice the parse
@@ -95,15 +143,22 @@ def _regular_array(value: Any) -> np.ndarray | None:
     shape, probe = [], value
     while isinstance(probe, list):
         shape.append(len(probe))
-        if not probe:
+        if not probe or len(shape) > MAX_DIMS:
             break
         probe = probe[0]
+    if len(shape) > MAX_DIMS:
+        raise ApiError(400, f"{what} nests lists more than {MAX_DIMS} deep; send a batch [N, ...]")
     level = value
     for size in shape[1:]:
         try:
+            if size == 1:  # one-element lists (a channel axis): take each one's item
+                if sum(map(len, level)) != len(level):
+                    return None
+                level = list(map(_first, level))
+                continue
             if set(map(len, level)) != {size}:
                 return None
-        except TypeError:  # a number where a list belongs: ragged
+        except (TypeError, IndexError):  # a number where a list belongs, or []: ragged
             return None
         level = list(chain.from_iterable(level))
     try:
@@ -115,7 +170,7 @@ def _regular_array(value: Any) -> np.ndarray | None:
 
 def to_array(value: Any, what: str) -> np.ndarray:
     """A float32 array from nested JSON lists (or an .npy array), or a 400 saying why not."""
-    array = value if isinstance(value, np.ndarray) else _regular_array(value)
+    array = value if isinstance(value, np.ndarray) else _regular_array(value, what)
     if array is None:
         try:
             array = np.asarray(value)
@@ -131,6 +186,8 @@ def check_values(array: np.ndarray, what: str, pixels: bool = False) -> None:
     """Finite numbers (``pixels``: in [0, 1] too), or a 400 naming the problem."""
     if array.size == 0:
         return
+    if pixels and array.dtype == np.float32 and array.view(np.uint32).max() <= _ONE_BITS:
+        return  # one pass: as unsigned integers, every float outside [+0, 1] (NaN too) is larger
     if pixels:  # min and max find NaN and Inf too: two passes instead of three
         low, high = float(array.min()), float(array.max())
         finite = math.isfinite(low) and math.isfinite(high)

@@ -32,6 +32,9 @@ class ServingConfig:
     batching: bool = _setting(True, "coalesce concurrent requests (--no-batching to turn off)")
     max_batch_size: int = _setting(64, "rows per onnxruntime call")
     max_delay_ms: float = _setting(0.0, "longest wait for a batch to fill")
+    inline_rows: int = _setting(
+        8, "a lone batch of at most this many rows runs on the event loop (0: never)"
+    )
     # Backpressure: requests waiting per model before 503, and each one's deadline.
     max_queue: int = _setting(256, "requests waiting per model before 503")
     timeout_s: float = _setting(5.0, "deadline of each request once received")
@@ -61,6 +64,7 @@ class ServingConfig:
             (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
             (self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}"),
             (self.max_delay_ms >= 0, f"max_delay_ms must be >= 0, got {self.max_delay_ms}"),
+            (self.inline_rows >= 0, f"inline_rows must be >= 0, got {self.inline_rows}"),
             (self.max_queue >= 1, f"max_queue must be >= 1, got {self.max_queue}"),
             (self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}"),
             (self.max_request_items >= 1, "max_request_items must be >= 1"),

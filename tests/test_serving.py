@@ -189,6 +189,12 @@ def test_tf_serving_status_and_metadata(url):
     assert [d["size"] for d in dims] == ["-1", "28", "28", "1"]
 
 
+def npy_with_header(header: str) -> dict:
+    """A .npy body with a hand-written version-1 header (and no data), sent as .npy."""
+    text = header.encode("latin1") + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
 GOOD_IMAGE = np.zeros((28, 28, 1)).tolist()
 BAD_REQUESTS = [
     ("/v1/encode", {"content": b"{not json"}, 400, "malformed JSON"),
@@ -226,6 +232,60 @@ BAD_REQUESTS = [
         400,
         "data bytes",
     ),
+    ("/v1/encode", {"content": b"\x93NUMPY", "headers": {"content-type": NPY}}, 400, ".npy"),
+    (
+        "/v1/encode",
+        {
+            "headers": {"content-type": NPY},
+            "content": npy_with_header("{'descr': '<f3', 'fortran_order': False, 'shape': (1,), }"),
+        },
+        400,
+        "not a numeric type",
+    ),
+    (
+        "/v1/encode",
+        {
+            "headers": {"content-type": NPY},
+            "content": npy_with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 10**20), }"
+            ),
+        },
+        400,
+        "valid .npy",
+    ),
+    (
+        "/v1/encode",
+        {
+            "headers": {"content-type": NPY},
+            "content": npy_with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 100000000000000000000), }"
+            ),
+        },
+        400,
+        "huge",
+    ),
+    (
+        "/v1/encode",
+        {
+            "headers": {"content-type": NPY},
+            "content": npy_with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1, " * 70 + "), }"
+            ),
+        },
+        400,
+        "70 dimensions",
+    ),
+    ("/v1/encode", {"json": {"images": [[[[[[0.0]]]]]] * 1}}, 400, "expected [N, 28, 28, 1]"),
+    (
+        "/v1/encode",
+        {"content": b'{"images": ' + b"[" * 70 + b"0.0" + b"]" * 70 + b"}"},
+        400,
+        "images",
+    ),
+    ("/v1/encode", {"json": {"images": [GOOD_IMAGE], "seed": 10**40}}, 400, "seed"),
+    ("/v1/encode?version=%C2%B2", {"json": {"images": [GOOD_IMAGE]}}, 400, "version"),
+    ("/v1/encode?version=" + "9" * 5000, {"json": {"images": [GOOD_IMAGE]}}, 400, "version"),
+    ("/v1/sample", {"content": b'{"n": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1000 + b"}"}, 400, ""),
     ("/v1/encode?version=9", {"json": {"images": [GOOD_IMAGE]}}, 404, "no version 9"),
     ("/v1/encode?version=x", {"json": {"images": [GOOD_IMAGE]}}, 400, "version"),
     ("/v1/decode", {"content": b'{"z": [[0.0, Infinity]]}'}, 400, "malformed JSON"),
