@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -143,3 +145,31 @@ def run_load(
 
         runner = uvloop.run
     return runner(_run("127.0.0.1", port, request, concurrency, seconds, warmup))
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root`` and all its descendants, from /proc.
+
+    Children that exited and were waited for are counted through their parent's
+    cutime/cstime; those still running through their own utime/stime. Triton's stub,
+    LitServe's workers and uvicorn all run in child processes.
+    """
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process has gone since the listing
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")

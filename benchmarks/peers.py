@@ -38,7 +38,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
-from benchmarks.loadgen import http_request, run_load
+from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
 from vae_contract import ENCODER, IMAGE_SHAPE, IMAGES, Z_MEAN, choose_version, onnx_versions
 
 PEERS_DIR = Path(__file__).with_name("peers")
@@ -148,34 +148,6 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of ``root`` and all its descendants, from /proc.
-
-    Children that exited and were waited for are counted through their parent's
-    cutime/cstime; those still running through their own utime/stime. Triton's stub,
-    LitServe's workers and uvicorn all run in child processes.
-    """
-    parents: dict[int, int] = {}
-    times: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process has gone since the listing
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        times[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from benchmarks.loadgen import http_request, run_load
+from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
 from serving.config import ServingConfig
 from serving.engine import OnnxModel
 from serving.repository import discover
@@ -90,9 +90,8 @@ class Service:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def cpu_seconds(self) -> float:
-        """User + system CPU the service process has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU the service has used so far, worker processes included."""
+        return tree_cpu_seconds(self.process.pid)
 
     def batches(self, model: str) -> tuple[float, float]:
         text = urllib.request.urlopen(self.url("/metrics")).read().decode()
@@ -141,6 +140,116 @@ def workloads(images: np.ndarray) -> dict[str, tuple[str, bytes, int]]:
     }
 
 
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+FLOOR_CONCURRENCY = (1, 64)
+TARGETS = {"encode_json": 2.5, "encode_npy": 1.5}
+
+
+def v2_requests(image: np.ndarray) -> dict[str, bytes]:
+    """One image as an Open Inference Protocol request: JSON data, and binary tensor data."""
+    tensor = {"name": "images", "shape": [1, 28, 28, 1], "datatype": "FP32"}
+    as_json = orjson.dumps({"inputs": [{**tensor, "data": image.ravel().tolist()}]})
+    header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 3136}}]})
+    binary = http_request(
+        "/v2/models/vae_encoder/infer", header + image.tobytes(), "application/octet-stream"
+    )
+    binary = binary.replace(
+        b"\r\n\r\n", f"\r\nInference-Header-Content-Length: {len(header)}\r\n\r\n".encode(), 1
+    )
+    return {
+        "encode_v2_json": http_request("/v2/models/vae_encoder/infer", as_json),
+        "encode_v2_binary": binary,
+    }
+
+
+def ort_cpu_per_image(model: OnnxModel, batch: int, seconds: float = 1.5) -> float:
+    """onnxruntime's own CPU (all its threads) per image at one batch size, in µs."""
+    inputs = np.random.default_rng(0).random((batch, *model.item_shape), dtype=np.float32)
+    model.run(inputs)
+    calls, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        model.run(inputs)
+        calls += 1
+    return (time.process_time() - cpu) / (calls * batch) * 1e6
+
+
+def floor_ratios(
+    repo: str,
+    version: int,
+    requests: dict[str, bytes],
+    model: OnnxModel,
+    seconds: float,
+    repeats: int = 3,
+) -> dict:
+    """CPU per request against the floor, on one server, interleaved over ``repeats``.
+
+    The floor of a request is what no handler can avoid: one ``GET /healthz`` round
+    trip on the same server (HTTP, routing, the answer) plus onnxruntime's own CPU per
+    image at the batch size the service reached for that workload.
+    """
+    names = ["healthz", *requests]
+    samples = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
+    batches = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
+    service = Service(repo)
+    try:
+        for _ in range(repeats):
+            for c in FLOOR_CONCURRENCY:
+                for name in names:
+                    request = HEALTHZ if name == "healthz" else requests[name]
+                    point = measure(service, version, request, "vae_encoder", c, seconds)
+                    samples[c][name].append(point["server_cpu_us_per_request"])
+                    batches[c][name].append(point["mean_batch"] or 1)
+    finally:
+        service.close()
+    report = {}
+    for c in FLOOR_CONCURRENCY:
+        healthz = float(np.median(samples[c]["healthz"]))
+        rows = {"healthz_cpu_us": round(healthz, 1)}
+        for name in requests:
+            batch = max(1, round(float(np.median(batches[c][name]))))
+            ort = ort_cpu_per_image(model, batch)
+            cpu = float(np.median(samples[c][name]))
+            rows[name] = {
+                "cpu_us_per_request": round(cpu, 1),
+                "cpu_us_range": [min(samples[c][name]), max(samples[c][name])],
+                "batch_reached": batch,
+                "ort_cpu_us_per_image": round(ort, 1),
+                "floor_cpu_us": round(healthz + ort, 1),
+                "ratio_to_floor": round(cpu / (healthz + ort), 2),
+            }
+        rows["goals"] = {
+            f"{name} <= {limit}x floor": rows[name]["ratio_to_floor"] <= limit
+            for name, limit in TARGETS.items()
+        }
+        report[f"clients_{c}"] = rows
+    return report
+
+
+def workers_comparison(repo: str, version: int, requests: dict[str, bytes], seconds: float) -> dict:
+    """1 against 2 worker processes (each with 1 onnxruntime thread), 64 clients, twice."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for _ in range(2):
+        for workers in ("1", "2"):
+            service = Service(repo, "--workers", workers, "--intra-op-threads", "1")
+            try:
+                for name, request in requests.items():
+                    point = measure(service, version, request, "vae_encoder", 64, seconds)
+                    runs.setdefault(f"workers_{workers}", {}).setdefault(name, []).append(point)
+            finally:
+                service.close()
+    return {
+        label: {
+            name: {
+                "requests_per_s": [p["requests_per_s"] for p in points],
+                "p50_ms": [p["p50_ms"] for p in points],
+                "server_cpu_us_per_request": [p["server_cpu_us_per_request"] for p in points],
+            }
+            for name, points in table.items()
+        }
+        for label, table in runs.items()
+    }
+
+
 def measure(
     service: Service,
     version: int,
@@ -165,11 +274,45 @@ def measure(
     return summary
 
 
+def service_sections(report: dict, repo: str, seconds: float, loads: dict, version: int) -> None:
+    """Every workload at 1, 8 and 64 clients, batching on and off; the max-delay sweep."""
+    report["service"] = {}
+    for mode, flags in (("batching_on", ()), ("batching_off", ("--no-batching",))):
+        service = Service(repo, *flags)
+        try:
+            report["service"][mode] = {
+                name: [
+                    measure(service, version, request, model, c, seconds, items)
+                    for c in CONCURRENCY
+                ]
+                for name, (model, request, items) in loads.items()
+            }
+        finally:
+            service.close()
+        print(json.dumps({mode: report["service"][mode]}), file=sys.stderr, flush=True)
+
+    report["max_delay_sweep_encode_json"] = {}
+    model, request, _ = loads["encode_json"]
+    for delay in DELAYS_MS:
+        service = Service(repo, "--max-delay-ms", str(delay))
+        try:
+            report["max_delay_sweep_encode_json"][str(delay)] = [
+                measure(service, version, request, model, c, seconds) for c in (1, 64)
+            ]
+        finally:
+            service.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     parser.add_argument("--repo", default="artifacts/models")
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--out", default="artifacts/bench")
+    parser.add_argument(
+        "--floor-only",
+        action="store_true",
+        help="only the floor ratios and 1 vs 2 workers (a few minutes)",
+    )
     args = parser.parse_args(argv)
 
     found = discover(args.repo)
@@ -186,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, threads in (("all_cores", cpus), ("service_threads", service_threads)):
         models = {name: OnnxModel(v[max(v)], name, max(v), threads) for name, v in found.items()}
         ceilings[label] = models
+        if args.floor_only:
+            continue
         report[f"raw_onnxruntime_items_per_s_{label}"] = {
             name: {str(b): round(raw_throughput(model, b, seconds=1.5), 1) for b in BATCH_SIZES}
             for name, model in models.items()
@@ -195,35 +340,32 @@ def main(argv: list[str] | None = None) -> int:
 
     images = (np.random.default_rng(0).random((16, 28, 28, 1)) < 0.13).astype(np.float32)
     loads = workloads(images)
-    report["service"] = {}
-    for mode, flags in (("batching_on", ()), ("batching_off", ("--no-batching",))):
-        service = Service(args.repo, *flags)
-        try:
-            report["service"][mode] = {
-                name: [
-                    measure(service, version, request, model, c, args.seconds, items)
-                    for c in CONCURRENCY
-                ]
-                for name, (model, request, items) in loads.items()
-            }
-        finally:
-            service.close()
-        print(json.dumps({mode: report["service"][mode]}), file=sys.stderr, flush=True)
+    if not args.floor_only:
+        service_sections(report, args.repo, args.seconds, loads, version)
 
-    report["max_delay_sweep_encode_json"] = {}
-    model, request, _ = loads["encode_json"]
-    for delay in DELAYS_MS:
-        service = Service(args.repo, "--max-delay-ms", str(delay))
-        try:
-            report["max_delay_sweep_encode_json"][str(delay)] = [
-                measure(service, version, request, model, c, args.seconds) for c in (1, 64)
-            ]
-        finally:
-            service.close()
+    floor_requests = {
+        "encode_json": loads["encode_json"][1],
+        "encode_npy": loads["encode_npy"][1],
+        **v2_requests(images[0]),
+    }
+    model = ceilings["service_threads"]["vae_encoder"]
+    report["floor"] = floor_ratios(args.repo, version, floor_requests, model, args.seconds)
+    print(json.dumps({"floor": report["floor"]}), file=sys.stderr, flush=True)
+    report["workers"] = workers_comparison(
+        args.repo,
+        version,
+        {k: floor_requests[k] for k in ("encode_json", "encode_npy")},
+        args.seconds,
+    )
+    print(json.dumps({"workers": report["workers"]}), file=sys.stderr, flush=True)
 
-    report["targets"] = targets(report, ceilings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.floor_only:
+        (out / "floor.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return 0
+    report["targets"] = targets(report, ceilings)
     (out / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out / "serving.png")
     print(json.dumps(report, indent=2))

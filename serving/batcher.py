@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,7 +46,6 @@ class Batcher:
         timeout: float = 5.0,
         batching: bool = True,
         inline_rows: int = 0,
-        in_progress: Callable[[], int] = lambda: 0,
     ):
         self.model = model
         self.metrics = metrics
@@ -56,7 +54,8 @@ class Batcher:
         self.timeout = timeout
         self.batching = batching
         self.inline_rows = inline_rows
-        self.in_progress = in_progress
+        self._running = False  # a batch is on the onnxruntime thread
+        self._hopefuls = 0  # lone requests taking one turn of the loop before running inline
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
         self._carry: _Pending | None = None
@@ -77,8 +76,40 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize() + (self._carry is not None)
 
+    def _idle(self) -> bool:
+        return not self._running and self._carry is None and self.queue.empty()
+
+    async def _lone(self, rows: int) -> bool:
+        """Whether this request is alone: small, the model idle, and no other request for
+        it arrives within one turn of the event loop (a burst read at once is batched)."""
+        if rows > self.inline_rows or not self._idle():
+            return False
+        self._hopefuls += 1
+        try:
+            await asyncio.sleep(0)
+            return self._hopefuls == 1 and self._idle()
+        finally:
+            self._hopefuls -= 1
+
+    def _run_inline(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        try:
+            outputs = self.model.run(inputs)
+        except Exception as error:
+            raise ApiError(500, f"inference failed ({type(error).__name__})") from None
+        self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
+        return outputs
+
     async def submit(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for ``inputs``; 503 at once when the queue is full, 504 past the deadline."""
+        """Outputs for ``inputs``; 503 at once when the queue is full, 504 past the deadline.
+
+        A lone small request runs on the event-loop thread: handing it to the
+        onnxruntime thread and back (a thread wake-up, the GIL, the loop's self-pipe)
+        costs more CPU than one image's inference (README, "Why it is fast"). Requests
+        that arrive meanwhile wait that long, then batch as usual.
+        """
+        if await self._lone(len(inputs)):
+            return self._run_inline(inputs)
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, loop.create_future(), loop.time() + self.timeout)
         try:
@@ -138,20 +169,6 @@ class Batcher:
             rows += len(item.inputs)
         return batch
 
-    async def _alone(self, rows: int, requests: int) -> bool:
-        """Whether to run this batch on the event-loop thread: small, and nobody else waits.
-
-        Handing a batch to the onnxruntime thread and back (a thread wake-up, the GIL,
-        the event loop's self-pipe) costs more CPU than one image's inference (README,
-        "Why it is fast"). A lone small batch runs inline instead; the requests that
-        arrive meanwhile wait at most that long, then batch as usual. One turn of the
-        loop first lets requests already received reach the server's count.
-        """
-        if rows > self.inline_rows or self.in_progress() > requests:
-            return False
-        await asyncio.sleep(0)
-        return self.in_progress() <= requests
-
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -163,16 +180,14 @@ class Batcher:
             inputs = live[0].inputs if len(live) == 1 else np.concatenate([p.inputs for p in live])
             started = time.perf_counter()
             try:
-                if await self._alone(len(inputs), len(live)):
-                    outputs = self.model.run(inputs)
-                else:
-                    outputs = await loop.run_in_executor(
-                        self._executor,
-                        self.model.run,
-                        inputs,
-                        self.max_batch,
-                        functools.partial(_all_done, live),
-                    )
+                self._running = True
+                outputs = await loop.run_in_executor(
+                    self._executor,
+                    self.model.run,
+                    inputs,
+                    self.max_batch,
+                    functools.partial(_all_done, live),
+                )
             except Exception as error:  # keep serving whatever one batch did
                 for p in live:
                     if not p.future.done():
@@ -180,6 +195,8 @@ class Batcher:
                             ApiError(500, f"inference failed ({type(error).__name__})")
                         )
                 continue
+            finally:
+                self._running = False
             if outputs is None:  # every caller gave up before the last chunk
                 continue
             self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)

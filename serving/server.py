@@ -49,9 +49,7 @@ def build_asgi(config: ServingConfig) -> AsgiApp:
         sys.setswitchinterval(0.0005)
 
     limits = AsgiLimits(config.max_body_bytes, config.max_concurrency)
-    asgi = AsgiApp(app.handle, app.refuse, limits, startup, service.stop)
-    service.in_progress = lambda: asgi.in_progress
-    return asgi
+    return AsgiApp(app.handle, app.refuse, limits, startup, service.stop)
 
 
 def worker_app() -> AsgiApp:

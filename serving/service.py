@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from serving.batcher import Batcher
@@ -27,8 +25,6 @@ class Service:
                 v: OnnxModel(path, name, v, config.threads) for v, path in versions.items()
             }
         self.batchers: dict[tuple[str, int], Batcher] = {}
-        # Requests the server is handling; the server in front sets this (see server.py).
-        self.in_progress: Callable[[], int] = lambda: 0
         self.ready = False
 
     async def start(self) -> None:
@@ -44,7 +40,6 @@ class Service:
                     timeout=self.config.timeout_s,
                     batching=self.config.batching,
                     inline_rows=self.config.inline_rows,
-                    in_progress=self.in_progress,
                 )
                 batcher.start()
                 self.batchers[name, version] = batcher

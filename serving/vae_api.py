@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving import codec, params
+from serving import codec, json_batch, params
 from serving.asgi import Request, Response
 from serving.errors import ApiError
 from serving.responses import arrays_response, images_response, sends_npy
@@ -37,6 +37,8 @@ def routes(service: Service):
         model = service.model(ENCODER, params.version(request.query.get("version")))
         if sends_npy(request):
             value, options = codec.parse_npy(request.body), request.query
+        elif (fast := json_batch.read(request.body, IMAGES, model.item_shape)) is not None:
+            value, options = fast
         else:
             options = codec.parse_json_object(request.body)
             if IMAGES not in options:
@@ -54,6 +56,8 @@ def routes(service: Service):
         model = service.model(DECODER, params.version(request.query.get("version")))
         if sends_npy(request):
             value = codec.parse_npy(request.body)
+        elif (fast := json_batch.read(request.body, Z, model.item_shape)) is not None:
+            value = fast[0]
         else:
             payload = codec.parse_json_object(request.body)
             if Z not in payload:
