@@ -179,7 +179,8 @@ def to_array(value: Any, what: str) -> np.ndarray:
     if array.dtype.kind not in "iuf":
         kind = "text" if array.dtype.kind in "US" else "non-numeric values"
         raise ApiError(400, f"{what} must be numbers, got {kind} (dtype {array.dtype})")
-    return array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused by check_values
+        return array.astype(np.float32, copy=False)
 
 
 def check_values(array: np.ndarray, what: str, pixels: bool = False) -> None:

@@ -22,7 +22,6 @@ import orjson
 _OPEN = re.compile(rb"\s*:\s*(\[+)")
 _NUMBER_CHARS = b"0123456789.eE+- \t\r\n"
 _MARK = bytes.maketrans(b"0123456789.eE+-", b"n" * 15)
-_OUTSIDE = (b"]n", b"n[", b"],n", b"n,[")
 
 
 @lru_cache(maxsize=16)
@@ -35,7 +34,7 @@ def _skeleton(item_shape: tuple[int, ...]) -> bytes:
 
 
 def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
-    """``(batch [N, *item_shape] float64, the other fields)``, or None to parse normally."""
+    """``(batch [N, *item_shape] float32, the other fields)``, or None to parse normally."""
     needle = b'"' + key.encode() + b'"'
     if body.count(needle) != 1:
         return None
@@ -58,7 +57,7 @@ def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray
     # Numbers only inside the innermost lists: with every number character marked "n",
     # nothing may touch a bracket from outside a list, directly or across a comma.
     marked = span.translate(_MARK, b" \t\r\n")
-    if any(pattern in marked for pattern in _OUTSIDE):
+    if b"]n" in marked or b"n[" in marked or b"],n" in marked or b"n,[" in marked:
         return None
     try:
         numbers = orjson.loads(b"[" + span.translate(None, b"[]") + b"]")
@@ -71,7 +70,8 @@ def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray
     if len(numbers) != size:
         return None
     try:  # only numbers are left once the skeleton matched (a letter would not be deleted)
-        batch = np.fromiter(numbers, np.float64, size)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused as such later
+            batch = np.fromiter(numbers, np.float32, size)
     except (TypeError, ValueError, OverflowError):
         return None
     del rest[key]
