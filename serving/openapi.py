@@ -61,6 +61,25 @@ def openapi() -> dict[str, Any]:
         ),
         "/v1/models/{name}": {"get": {"summary": "TF Serving model version status"}},
         "/v1/models/{name}/metadata": {"get": {"summary": "TF Serving signature metadata"}},
+        "/v2": {"get": {"summary": "Open Inference Protocol: server metadata"}},
+        "/v2/health/live": {"get": {"summary": "Open Inference Protocol: liveness"}},
+        "/v2/health/ready": {"get": {"summary": "Open Inference Protocol: readiness"}},
+        "/v2/models/{name}": {"get": {"summary": "Open Inference Protocol: model metadata"}},
+        "/v2/models/{name}/ready": {"get": {"summary": "Open Inference Protocol: model ready"}},
+        "/v2/models/{name}/infer": {
+            "post": {
+                "summary": "Open Inference Protocol inference (JSON or binary tensor data)",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                    }
+                },
+                "responses": {"200": {"description": "outputs"}, "400": _ERROR},
+            }
+        },
         "/healthz": {"get": {"summary": "liveness"}},
         "/readyz": {"get": {"summary": "readiness: models loaded and warmed up"}},
         "/metrics": {"get": {"summary": "Prometheus metrics"}},

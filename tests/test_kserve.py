@@ -161,3 +161,39 @@ def test_malformed_v2_requests_get_a_400_naming_the_problem(url, kwargs, message
     assert answer.status_code in (400, 413), answer.text
     assert message in answer.json()["error"]
     assert httpx.get(url + "/v2/health/ready").status_code == 200
+
+
+def test_the_infer_handler_steps_alone(exported_repo, local, images):
+    """decode -> run -> encode, each step called directly on a real model, no server."""
+    from serving import kserve
+    from serving.asgi import Request
+    from serving.engine import OnnxModel
+    from serving.repository import discover
+
+    model = OnnxModel(discover(exported_repo)["vae_encoder"][1], "vae_encoder", 1)
+    header = orjson.dumps(
+        {
+            "id": "a",
+            "inputs": [
+                {"name": "images", "shape": [5, 28, 28, 1], "datatype": "FP32",
+                 "parameters": {"binary_data_size": images.nbytes}}
+            ],
+            "outputs": [{"name": "z_log_var", "parameters": {"binary_data": True}}],
+        }
+    )  # fmt: skip
+    request = Request(
+        "POST",
+        "/v2/models/vae_encoder/infer",
+        {},
+        {kserve.HEADER_LENGTH: str(len(header))},
+        header + images.tobytes(),
+        "",
+    )
+    parsed = kserve.parse_infer(request, model, max_items=8)
+    assert parsed.inputs.shape == (5, 28, 28, 1) and parsed.outputs == ["z_log_var"]
+    response = kserve.format_infer(model, parsed, model.run(parsed.inputs))
+    length = int(response.headers[kserve.HEADER_LENGTH])
+    document = orjson.loads(response.body[:length])
+    assert document["id"] == "a" and document["outputs"][0]["parameters"]["binary_data_size"] == 40
+    got = np.frombuffer(response.body[length:], "<f4").reshape(5, 2)
+    np.testing.assert_allclose(got, local.encode(images)["z_log_var"], atol=1e-5)

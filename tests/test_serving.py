@@ -63,9 +63,13 @@ def test_operator_endpoints(url):
     assert ready["models"]["vae_decoder"]["versions"] == [1]
     assert ready["models"]["vae_encoder"]["latest"]["input"]["shape"] == [None, 28, 28, 1]
     spec = httpx.get(url + "/openapi.json").json()
-    assert {"/v1/encode", "/v1/sample", "/v1/decode", "/v1/models/{name}:predict"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/v1/encode",
+        "/v1/sample",
+        "/v1/decode",
+        "/v1/models/{name}:predict",
+        "/v2/models/{name}/infer",
+    } <= set(spec["paths"])
     metrics = httpx.get(url + "/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "vae_request_latency_seconds_bucket" in metrics.text
