@@ -25,6 +25,7 @@ from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
 from serving.config import ServingConfig
 from serving.engine import OnnxModel
 from serving.repository import discover
+from vae_contract import DECODER, ENCODER, IMAGE_SHAPE, IMAGES
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 CONCURRENCY = (1, 8, 64)
@@ -117,29 +118,30 @@ def workloads(images: np.ndarray) -> dict[str, tuple[str, bytes, int]]:
     one = images[:1]
     return {
         "encode_json": (
-            "vae_encoder",
-            http_request("/v1/encode", orjson.dumps({"images": one.tolist()})),
+            ENCODER,
+            http_request("/v1/encode", orjson.dumps({IMAGES: one.tolist()})),
             1,
         ),
         "encode_npy": (
-            "vae_encoder",
+            ENCODER,
             http_request("/v1/encode", npy(one), "application/x-npy"),
             1,
         ),
-        "sample_json": ("vae_decoder", http_request("/v1/sample", b'{"n": 1}'), 1),
+        "sample_json": (DECODER, http_request("/v1/sample", b'{"n": 1}'), 1),
         "encode_npy_x16": (
-            "vae_encoder",
+            ENCODER,
             http_request("/v1/encode", npy(images[:16]), "application/x-npy"),
             16,
         ),
         "sample_npy_x16": (
-            "vae_decoder",
+            DECODER,
             http_request("/v1/sample?format=npy", b'{"n": 16}'),
             16,
         ),
     }
 
 
+V2_INFER = f"/v2/models/{ENCODER}/infer"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 FLOOR_CONCURRENCY = (1, 64)
 TARGETS = {"encode_json": 2.5, "encode_npy": 1.5}
@@ -147,17 +149,17 @@ TARGETS = {"encode_json": 2.5, "encode_npy": 1.5}
 
 def v2_requests(image: np.ndarray) -> dict[str, bytes]:
     """One image as an Open Inference Protocol request: JSON data, and binary tensor data."""
-    tensor = {"name": "images", "shape": [1, 28, 28, 1], "datatype": "FP32"}
+    tensor = {"name": IMAGES, "shape": [1, *IMAGE_SHAPE], "datatype": "FP32"}
     as_json = orjson.dumps({"inputs": [{**tensor, "data": image.ravel().tolist()}]})
-    header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 3136}}]})
-    binary = http_request(
-        "/v2/models/vae_encoder/infer", header + image.tobytes(), "application/octet-stream"
+    header = orjson.dumps(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": image.nbytes}}]}
     )
+    binary = http_request(V2_INFER, header + image.tobytes(), "application/octet-stream")
     binary = binary.replace(
         b"\r\n\r\n", f"\r\nInference-Header-Content-Length: {len(header)}\r\n\r\n".encode(), 1
     )
     return {
-        "encode_v2_json": http_request("/v2/models/vae_encoder/infer", as_json),
+        "encode_v2_json": http_request(V2_INFER, as_json),
         "encode_v2_binary": binary,
     }
 
@@ -196,7 +198,7 @@ def floor_ratios(
             for c in FLOOR_CONCURRENCY:
                 for name in names:
                     request = HEALTHZ if name == "healthz" else requests[name]
-                    point = measure(service, version, request, "vae_encoder", c, seconds)
+                    point = measure(service, version, request, ENCODER, c, seconds)
                     samples[c][name].append(point["server_cpu_us_per_request"])
                     batches[c][name].append(point["mean_batch"] or 1)
     finally:
@@ -233,7 +235,7 @@ def workers_comparison(repo: str, version: int, requests: dict[str, bytes], seco
             service = Service(repo, "--workers", workers, "--intra-op-threads", "1")
             try:
                 for name, request in requests.items():
-                    point = measure(service, version, request, "vae_encoder", 64, seconds)
+                    point = measure(service, version, request, ENCODER, 64, seconds)
                     runs.setdefault(f"workers_{workers}", {}).setdefault(name, []).append(point)
             finally:
                 service.close()
@@ -336,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, model in models.items()
         }
         print(json.dumps(report[f"raw_onnxruntime_items_per_s_{label}"]), file=sys.stderr)
-    version = ceilings["all_cores"]["vae_encoder"].version
+    version = ceilings["all_cores"][ENCODER].version
 
-    images = (np.random.default_rng(0).random((16, 28, 28, 1)) < 0.13).astype(np.float32)
+    images = (np.random.default_rng(0).random((16, *IMAGE_SHAPE)) < 0.13).astype(np.float32)
     loads = workloads(images)
     if not args.floor_only:
         service_sections(report, args.repo, args.seconds, loads, version)
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "encode_npy": loads["encode_npy"][1],
         **v2_requests(images[0]),
     }
-    model = ceilings["service_threads"]["vae_encoder"]
+    model = ceilings["service_threads"][ENCODER]
     report["floor"] = floor_ratios(args.repo, version, floor_requests, model, args.seconds)
     print(json.dumps({"floor": report["floor"]}), file=sys.stderr, flush=True)
     report["workers"] = workers_comparison(
@@ -383,7 +385,7 @@ def targets(report: dict, ceilings: dict[str, dict[str, OnnxModel]]) -> dict:
     on, off = report["service"]["batching_on"], report["service"]["batching_off"]
     checks = {}
     for name, points in on.items():
-        model_name = "vae_encoder" if name.startswith("encode") else "vae_decoder"
+        model_name = ENCODER if name.startswith("encode") else DECODER
         at64 = points[-1]
         batch = max(1, round(at64["mean_batch"] or 1))
         raw = raw_throughput(ceilings["all_cores"][model_name], batch, seconds=3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from export.functions import input_spec, serving_function
-from vae_contract import INPUTS, SIGNATURE
+from vae_contract import ENCODER, INPUTS, SIGNATURE
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
@@ -16,7 +16,7 @@ def write_savedmodel(vae, network: str, path: Path) -> None:
     import keras
 
     archive = keras.export.ExportArchive()
-    archive.track(vae.encoder if network.endswith("encoder") else vae.decoder)
+    archive.track(vae.encoder if network == ENCODER else vae.decoder)
     archive.add_endpoint(
         SIGNATURE,
         serving_function(vae, network),

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from keras_vae.config import ModelConfig
-from vae_contract import IMAGE_SHAPE, IMAGES, Z_LOG_VAR, Z_MEAN
+from vae_contract import IMAGE_SHAPE, IMAGES, LOGITS, Z_LOG_VAR, Z_MEAN, Z
 
 
 def residual_block(x, filters: int, name: str, activation: str = "relu"):
@@ -42,12 +42,12 @@ def build_decoder(config: ModelConfig) -> keras.Model:
         return _resnet_decoder(config)
     act = config.activation
     first, second = config.conv_filters
-    z = keras.Input(shape=(config.latent_dim,), name="z")
+    z = keras.Input(shape=(config.latent_dim,), name=Z)
     x = layers.Dense(7 * 7 * second, activation=act)(z)
     x = layers.Reshape((7, 7, second))(x)
     x = layers.Conv2DTranspose(second, 3, strides=2, padding="same", activation=act)(x)
     x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation=act)(x)
-    logits = layers.Conv2DTranspose(1, 3, padding="same", name="logits")(x)
+    logits = layers.Conv2DTranspose(1, 3, padding="same", name=LOGITS)(x)
     return keras.Model(z, logits, name="decoder")
 
 
@@ -65,7 +65,7 @@ def _resnet_encoder(config: ModelConfig) -> keras.Model:
 def _resnet_decoder(config: ModelConfig) -> keras.Model:
     act = config.activation
     first, second = config.conv_filters
-    z = keras.Input(shape=(config.latent_dim,), name="z")
+    z = keras.Input(shape=(config.latent_dim,), name=Z)
     x = layers.Dense(config.hidden_units, activation=act)(z)
     x = layers.Dense(7 * 7 * second, activation=act)(x)
     x = layers.Reshape((7, 7, second))(x)
@@ -75,7 +75,7 @@ def _resnet_decoder(config: ModelConfig) -> keras.Model:
     for block in range(config.residual_blocks):
         x = residual_block(x, first, f"dec0_res{block}", act)
     x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation=act)(x)
-    logits = layers.Conv2D(1, 3, padding="same", name="logits")(x)
+    logits = layers.Conv2D(1, 3, padding="same", name=LOGITS)(x)
     return keras.Model(z, logits, name="decoder")
 
 

@@ -54,7 +54,7 @@ class Batcher:
         self.timeout = timeout
         self.batching = batching
         self.inline_rows = inline_rows
-        self._running = False  # a batch is on the onnxruntime thread
+        self._busy = False  # the worker holds requests: filling a batch or running it
         self._hopefuls = 0  # lone requests taking one turn of the loop before running inline
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
@@ -77,12 +77,12 @@ class Batcher:
         return self.queue.qsize() + (self._carry is not None)
 
     def _idle(self) -> bool:
-        return not self._running and self._carry is None and self.queue.empty()
+        return not self._busy and self._carry is None and self.queue.empty()
 
     async def _lone(self, rows: int) -> bool:
         """Whether this request is alone: small, the model idle, and no other request for
         it arrives within one turn of the event loop (a burst read at once is batched)."""
-        if rows > self.inline_rows or not self._idle():
+        if rows > min(self.inline_rows, self.max_batch) or not self._idle():
             return False
         self._hopefuls += 1
         try:
@@ -122,7 +122,7 @@ class Batcher:
                 {"Retry-After": "1"},
             ) from None
         # A timer, not asyncio.wait_for: no extra task per request. A future that
-        # expires or whose caller went away is skipped by the worker.
+        # expired (or whose caller was cancelled) is skipped by the worker.
         timer = loop.call_at(pending.deadline, self._expire, pending.future)
         try:
             return await pending.future
@@ -154,6 +154,7 @@ class Batcher:
     async def _collect(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
         batch = [await self._next(None)]
+        self._busy = True
         rows = len(batch[0].inputs)
         if not self.batching:
             return batch
@@ -172,37 +173,39 @@ class Batcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            now = loop.time()
-            live = [p for p in batch if not p.future.done() and p.deadline > now]
-            if not live:
-                continue
-            inputs = live[0].inputs if len(live) == 1 else np.concatenate([p.inputs for p in live])
-            started = time.perf_counter()
             try:
-                self._running = True
-                outputs = await loop.run_in_executor(
-                    self._executor,
-                    self.model.run,
-                    inputs,
-                    self.max_batch,
-                    functools.partial(_all_done, live),
-                )
-            except Exception as error:  # keep serving whatever one batch did
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(
-                            ApiError(500, f"inference failed ({type(error).__name__})")
-                        )
-                continue
+                await self._run_batch(loop, await self._collect())
             finally:
-                self._running = False
-            if outputs is None:  # every caller gave up before the last chunk
-                continue
-            self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
-            start = 0
+                self._busy = False
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        now = loop.time()
+        live = [p for p in batch if not p.future.done() and p.deadline > now]
+        if not live:
+            return
+        inputs = live[0].inputs if len(live) == 1 else np.concatenate([p.inputs for p in live])
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(
+                self._executor,
+                self.model.run,
+                inputs,
+                self.max_batch,
+                functools.partial(_all_done, live),
+            )
+        except Exception as error:  # keep serving whatever one batch did
             for p in live:
-                stop = start + len(p.inputs)
                 if not p.future.done():
-                    p.future.set_result({k: v[start:stop] for k, v in outputs.items()})
-                start = stop
+                    p.future.set_exception(
+                        ApiError(500, f"inference failed ({type(error).__name__})")
+                    )
+            return
+        if outputs is None:  # every caller gave up before the last chunk
+            return
+        self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
+        start = 0
+        for p in live:
+            stop = start + len(p.inputs)
+            if not p.future.done():
+                p.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+            start = stop

@@ -158,7 +158,7 @@ def _regular_array(value: Any, what: str = "the array") -> np.ndarray | None:
                 continue
             if set(map(len, level)) != {size}:
                 return None
-        except (TypeError, IndexError):  # a number where a list belongs, or []: ragged
+        except (TypeError, LookupError):  # a number or object where a list belongs: ragged
             return None
         level = list(chain.from_iterable(level))
     try:

@@ -52,7 +52,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.max_head_bytes = limits.max_head_bytes
         self.request_timeout_s = limits.request_timeout_s
         self.max_connections = limits.max_connections
-        self.head_bytes = 0
+        self.head_bytes = 0  # bytes of the request line and headers parsed so far
+        self.head_raw = 0  # bytes received while the head is still incomplete
+        self.in_head = False
         self.deadline: asyncio.TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------
@@ -72,22 +74,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
+        """Feed the parser. The idle timer stops when a request begins (not on any byte,
+        so that blank lines cannot keep a connection open), and bytes received while a
+        head is incomplete count towards its limit (httptools reports a header only once
+        it has ended, so one endless header line would otherwise be buffered)."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.refuse(400, "protocol upgrades are not supported; send plain HTTP/1.1")
+            return
         except httptools.HttpParserError as error:
             if isinstance(error.__context__, _HeadTooLarge):
-                message = f"request line and headers above {self.max_head_bytes} bytes"
-                self.refuse(431, message)
+                self._refuse_head()
             else:
                 self.refuse(400, "malformed HTTP request")
+            return
+        if self.in_head:
+            self.head_raw += len(data)
+            if self.head_raw > self.max_head_bytes:
+                self._refuse_head()
 
     # -- parser callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.head_bytes = 0
+        self._unset_keepalive_if_required()
+        self.head_bytes = self.head_raw = 0
+        self.in_head = True
         self._cancel_deadline()
         self.deadline = self.loop.call_later(self.request_timeout_s, self._request_timed_out)
 
@@ -99,11 +111,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._count_head(len(name) + len(value) + 4)
         super().on_header(name, value)
 
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.deadline is not None:  # the next request has begun: its deadline rules
+            self._unset_keepalive_if_required()
+
     def on_message_complete(self) -> None:
         self._cancel_deadline()
         super().on_message_complete()
 
     # -- helpers ------------------------------------------------------------------------
+    def _refuse_head(self) -> None:
+        self.refuse(431, f"request line and headers above {self.max_head_bytes} bytes")
+
     def _count_head(self, size: int) -> None:
         self.head_bytes += size
         if self.head_bytes > self.max_head_bytes:

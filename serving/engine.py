@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serving.errors import RepositoryError
+from vae_contract import DECODER
 
 
 class OnnxModel:
@@ -45,7 +46,7 @@ class OnnxModel:
     @property
     def latent_dim(self) -> int:
         """The decoder's input size, or the encoder's output size."""
-        if self.name.endswith("decoder"):
+        if self.name == DECODER:
             return self.item_shape[0]
         return int(self.session.get_outputs()[0].shape[1])
 
@@ -58,7 +59,7 @@ class OnnxModel:
         """Outputs for ``inputs`` [N, *item_shape]; above ``max_batch`` rows, run in chunks.
 
         Between chunks ``abandoned()`` is asked whether anyone still wants the result
-        (deadline passed, client gone): if not, the rest is skipped and None returned.
+        (every caller's deadline passed): if not, the rest is skipped and None returned.
         """
         if max_batch and len(inputs) > max_batch:
             parts = []

@@ -36,7 +36,7 @@ def _skeleton(item_shape: tuple[int, ...]) -> bytes:
 def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
     """``(batch [N, *item_shape] float32, the other fields)``, or None to parse normally."""
     needle = b'"' + key.encode() + b'"'
-    if body.count(needle) != 1:
+    if b"\\" in body or body.count(needle) != 1:  # an escape could spell the key otherwise
         return None
     at = body.index(needle) + len(needle)
     opening = _OPEN.match(body, at)

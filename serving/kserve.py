@@ -149,7 +149,9 @@ def parse_infer(request: Request, model: OnnxModel, max_items: int) -> InferRequ
     if not isinstance(options, dict):
         raise ApiError(400, '"parameters" must be an object')
     binary_all = params.flag(options.get("binary_data_output", False), "binary_data_output")
-    requested = payload.get("outputs")
+    if "classification" in options:
+        raise ApiError(400, "the classification extension is not supported; ask for raw outputs")
+    requested = payload.get("outputs") or None  # absent or [] : every output
     names, binary_names = list(model.output_names), set(model.output_names) if binary_all else set()
     if requested is not None:
         if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
@@ -163,9 +165,15 @@ def parse_infer(request: Request, model: OnnxModel, max_items: int) -> InferRequ
                     f"unknown output {name[:40]!r} for {model.name}; "
                     f"outputs: {', '.join(model.output_names)}",
                 )
+            if name in names:
+                raise ApiError(400, f"output {name!r} is asked for twice")
             extra = output.get("parameters") or {}
             if not isinstance(extra, dict):
                 raise ApiError(400, f"output {name!r} parameters must be an object")
+            if "classification" in extra:
+                raise ApiError(
+                    400, "the classification extension is not supported; ask for raw outputs"
+                )
             if params.flag(extra.get("binary_data", binary_all), "binary_data"):
                 binary_names.add(name)
             names.append(name)
@@ -246,7 +254,7 @@ def routes(service: Service):
         if request.method != "GET":
             raise ApiError(405, f"{request.method} is not allowed on {request.path}; use GET")
         if tail == "/ready":
-            return _EMPTY
+            return await ready(request)
         versions = [model.version] if version is not None else list(service.models[model.name])
         return json_response(model_metadata(model, versions))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vae_contract import IMAGES, Z
+
 _ERROR = {"description": 'bad request; body {"error": message}'}
 _MATRIX = {"type": "array", "items": {}}
 
@@ -37,12 +39,12 @@ def openapi() -> dict[str, Any]:
     paths = {
         "/v1/encode": _post(
             "Encode images into the latent posterior (z_mean, z_log_var), optionally sample z",
-            {"images": images, "sample": {"type": "boolean"}, "seed": {"type": "integer"}},
+            {IMAGES: images, "sample": {"type": "boolean"}, "seed": {"type": "integer"}},
             {"description": "{z_mean, z_log_var[, z]}; npy: [N, k, latent], names in X-Outputs"},
         ),
         "/v1/decode": _post(
             "Decode latent vectors into Bernoulli means",
-            {"z": {"description": "latent vectors [N, latent_dim]", **_MATRIX}},
+            {Z: {"description": "latent vectors [N, latent_dim]", **_MATRIX}},
             {"description": "{images}; npy or PNG grid with Accept or ?format="},
         ),
         "/v1/sample": _post(

@@ -11,6 +11,7 @@ from serving.asgi import Request, Response
 from serving.codec import JSON, NPY, PNG
 from serving.errors import ApiError
 from serving.png import encode_png, grid
+from vae_contract import IMAGES
 
 FORMATS = {"json": JSON, "npy": NPY, "png": PNG}
 
@@ -47,7 +48,7 @@ def images_response(request: Request, images: np.ndarray, extra: dict) -> Respon
         return Response(200, encode_png(grid(images)), PNG)
     if media == NPY:
         return Response(200, codec.dump_npy(images), NPY)
-    return json_response({**extra, "images": images})
+    return json_response({**extra, IMAGES: images})
 
 
 def arrays_response(request: Request, meta: dict, outputs: dict[str, np.ndarray]) -> Response:

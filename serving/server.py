@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import socket
+import ssl
 import sys
 
 import uvicorn
@@ -78,6 +79,8 @@ def uvicorn_config(config: ServingConfig, app) -> ServingUvicornConfig:
         "ssl_certfile": config.ssl_certfile or None,
         "ssl_keyfile": config.ssl_keyfile or None,
         "ssl_ca_certs": config.ssl_ca_certs or None,
+        # With a CA bundle, clients must present a certificate it signed.
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if config.ssl_ca_certs else ssl.CERT_NONE,
     }
     return ServingUvicornConfig(
         app,

@@ -31,7 +31,10 @@ def parse_predict(payload: Any, model: OnnxModel) -> tuple[Any, bool]:
         raise ApiError(400, 'request must be a JSON object with "instances" or "inputs"')
     signature = payload.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
-        raise ApiError(400, f"signature {signature!r} not found; this model has {SIGNATURE!r}")
+        raise ApiError(
+            400,
+            f"signature {params.describe(signature)} not found; this model has {SIGNATURE!r}",
+        )
     has_rows, has_columns = "instances" in payload, "inputs" in payload
     if has_rows == has_columns:
         raise ApiError(400, 'send exactly one of "instances" (row) or "inputs" (columnar)')

@@ -21,14 +21,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(process: subprocess.Popen, url: str, timeout: float = 60) -> None:
+def wait_ready(
+    process: subprocess.Popen, url: str, timeout: float = 60, verify: object = False
+) -> None:
     """Until /readyz answers 200; an error if the process exits or the time is up."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"service exited with code {process.returncode}")
         try:
-            if httpx.get(url + "/readyz", timeout=1, verify=False).status_code == 200:
+            if httpx.get(url + "/readyz", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -38,7 +40,13 @@ def wait_ready(process: subprocess.Popen, url: str, timeout: float = 60) -> None
 
 
 @contextmanager
-def running_service(repo: Path, *flags: str, log: Path | None = None, scheme: str = "http"):
+def running_service(
+    repo: Path,
+    *flags: str,
+    log: Path | None = None,
+    scheme: str = "http",
+    verify: object = False,
+):
     """Yield the base URL of ``python -m serving`` once /readyz says ready."""
     port = free_port()
     stderr = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
@@ -51,7 +59,7 @@ def running_service(repo: Path, *flags: str, log: Path | None = None, scheme: st
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:
-        wait_ready(process, url)
+        wait_ready(process, url, verify=verify)
         yield url
     finally:
         process.terminate()

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -105,6 +106,35 @@ def test_malformed_or_oversized_heads_get_a_json_4xx(port, raw, status, message)
     assert statuses(answer) == [status], answer
     assert message in answer and b'{"error":' in answer
     assert alive(port)
+
+
+def test_one_endless_header_line_is_cut_at_the_limit(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: ")
+        answer = b""
+        with contextlib.suppress(OSError):
+            for _ in range(40):  # 40 KB of one header value, never ended, in small pieces
+                sock.sendall(b"a" * 1000)
+                time.sleep(0.005)
+        sock.settimeout(3)
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert statuses(answer) == [431], answer
+    assert alive(port)
+
+
+def test_blank_lines_do_not_keep_an_idle_connection_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        closed = False
+        with contextlib.suppress(OSError):
+            for _ in range(8):  # 4 s of a blank line every 0.5 s; the idle timeout is 1 s
+                sock.sendall(b"\r\n")
+                time.sleep(0.5)
+            sock.settimeout(0.5)
+            closed = sock.recv(10) == b""
+        assert closed or time.monotonic() - started < 3.9
 
 
 def test_keep_alive_pipelining_and_the_standard_headers(port):
@@ -242,6 +272,14 @@ def test_tls_is_passed_through_to_uvicorn(exported_repo, tmp_path):
         assert url.startswith("https://")
         answer = httpx.get(url + "/healthz", verify=str(cert))
         assert answer.json() == {"status": "alive"}
+    # Mutual TLS: with a CA bundle, a client without a certificate it signed is refused.
+    mutual = (*flags, "--ssl-ca-certs", str(cert))
+    with_cert = ssl.create_default_context(cafile=str(cert))
+    with_cert.load_cert_chain(str(cert), str(key))
+    with running_service(exported_repo, *mutual, scheme="https", verify=with_cert) as url:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/healthz", verify=str(cert))
+        assert httpx.get(url + "/healthz", verify=with_cert).json() == {"status": "alive"}
 
 
 def test_a_port_in_use_is_one_line(exported_repo):

@@ -67,6 +67,7 @@ IRREGULAR = [
     orjson.dumps({"images": np.zeros((1, 28, 28)).tolist()}),  # another shape: ordinary path
     orjson.dumps([{"images": images(1)}]),  # not an object
     orjson.dumps({"meta": {"images": images(1)}, "images": 0}),
+    b'{"\\u0069mages": 7, "o": ' + orjson.dumps({"images": images(1)}) + b"}",  # escaped key
 ]
 
 

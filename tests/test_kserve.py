@@ -85,6 +85,11 @@ def test_infer_encoder_and_decoder_match_onnxruntime(client, local, images, bina
     assert decoded.as_numpy("logits") is None  # only what was asked for
 
 
+def test_an_empty_output_list_means_every_output(url):
+    answer = httpx.post(url + "/v2/models/vae_decoder/infer", json=v2(outputs=[])).json()
+    assert [o["name"] for o in answer["outputs"]] == ["probs", "logits"]
+
+
 def test_all_outputs_by_default_and_nested_data(url, local, images):
     body = {
         "inputs": [
@@ -140,6 +145,9 @@ BAD_V2 = [
     ({"json": v2({"shape": [0, 2], "data": []})}, "empty batch"),
     ({"json": v2({"shape": "1,2"})}, '"shape"'),
     ({"json": {"inputs": []}}, "list of one tensor"),
+    ({"json": v2(outputs=[{"name": "probs"}, {"name": "probs"}])}, "asked for twice"),
+    ({"json": v2(outputs=[{"name": "probs", "parameters": {"classification": 2}}])},
+     "classification"),
     ({"json": [1]}, "JSON object"),
     ({"content": b"{not json"}, "malformed JSON"),
     (binary_request({"inputs": [{**BINARY_Z, "parameters": {"binary_data_size": 4}}]}, ZERO),

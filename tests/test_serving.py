@@ -211,6 +211,12 @@ BAD_REQUESTS = [
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE, [[0.0]]]}}, 400, "ragged"),
     ("/v1/encode", {"json": {"images": [[["a"] * 28] * 28]}}, 400, "must be numbers"),
     ("/v1/encode", {"json": {"images": [[[True] * 28] * 28]}}, 400, "must be numbers"),
+    (
+        "/v1/encode",
+        {"json": {"images": [[[[0.5]] + [{"a": 0.5}] * 27] * 28]}},
+        400,
+        "images",
+    ),
     ("/v1/encode", {"content": b'{"images": [NaN]}'}, 400, "malformed JSON"),
     ("/v1/encode", {"json": {"images": [[[2.0] * 28] * 28]}}, 400, "in [0, 1]"),
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE], "seed": -1}}, 400, "seed"),
