@@ -76,6 +76,17 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize() + (self._carry is not None)
 
+    def check_room(self) -> None:
+        """503 now if the queue is full: called before a request's body is parsed, so that
+        overload is shed for the price of routing, not of decoding."""
+        if self.queue.full():
+            raise self._overloaded()
+
+    def _overloaded(self) -> ApiError:
+        self.metrics.observe_rejected(self._label)
+        message = f"{self.model.name} is overloaded ({self.queue.maxsize} requests queued); retry"
+        return ApiError(503, message, {"Retry-After": "1"})
+
     def _idle(self) -> bool:
         return not self._busy and self._carry is None and self.queue.empty()
 
@@ -115,12 +126,7 @@ class Batcher:
         try:
             self.queue.put_nowait(pending)
         except asyncio.QueueFull:
-            self.metrics.observe_rejected(self._label)
-            raise ApiError(
-                503,
-                f"{self.model.name} is overloaded ({self.queue.maxsize} requests queued); retry",
-                {"Retry-After": "1"},
-            ) from None
+            raise self._overloaded() from None
         # A timer, not asyncio.wait_for: no extra task per request. A future that
         # expired (or whose caller was cancelled) is skipped by the worker.
         timer = loop.call_at(pending.deadline, self._expire, pending.future)

@@ -248,6 +248,7 @@ def routes(service: Service):
         if tail == "/infer":
             if request.method != "POST":
                 raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
+            service.admit(model.name, model.version)
             parsed = parse_infer(request, model, max_items)
             outputs = await service.run(model, parsed.inputs)
             return format_infer(model, parsed, outputs)

@@ -67,6 +67,12 @@ class Service:
         except ModelRepositoryError as error:
             raise ApiError(404, str(error)) from None
 
+    def admit(self, name: str, version: int | None = None) -> OnnxModel:
+        """The model to run a request on, or a 503 before any parsing if its queue is full."""
+        model = self.model(name, version)
+        self.batchers[model.name, model.version].check_room()
+        return model
+
     async def run(self, model: OnnxModel, inputs: np.ndarray) -> dict[str, np.ndarray]:
         return await self.batchers[model.name, model.version].submit(inputs)
 

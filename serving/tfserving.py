@@ -130,6 +130,7 @@ def routes(service: Service):
         if tail == ":predict":
             if request.method != "POST":
                 raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
+            service.admit(model.name, model.version)
             value, rows = parse_predict(codec.parse_json_object(request.body), model)
             inputs = codec.read_batch(
                 value,

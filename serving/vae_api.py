@@ -34,7 +34,7 @@ def routes(service: Service):
     max_items = config.max_request_items
 
     async def encode(request: Request) -> Response:
-        model = service.model(ENCODER, params.version(request.query.get("version")))
+        model = service.admit(ENCODER, params.version(request.query.get("version")))
         if sends_npy(request):
             value, options = codec.parse_npy(request.body), request.query
         elif (fast := json_batch.read(request.body, IMAGES, model.item_shape)) is not None:
@@ -53,7 +53,7 @@ def routes(service: Service):
         return arrays_response(request, {"model": model.name, "version": model.version}, outputs)
 
     async def decode(request: Request) -> Response:
-        model = service.model(DECODER, params.version(request.query.get("version")))
+        model = service.admit(DECODER, params.version(request.query.get("version")))
         if sends_npy(request):
             value = codec.parse_npy(request.body)
         elif (fast := json_batch.read(request.body, Z, model.item_shape)) is not None:
@@ -71,7 +71,7 @@ def routes(service: Service):
         return images_response(request, outputs[PROBS], meta)
 
     async def sample(request: Request) -> Response:
-        model = service.model(DECODER, params.version(request.query.get("version")))
+        model = service.admit(DECODER, params.version(request.query.get("version")))
         payload = codec.parse_json_object(request.body) if request.body else {}
         n = params.positive_int(payload.get("n", 1), "n")
         if n > max_items:

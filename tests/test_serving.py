@@ -388,12 +388,19 @@ def test_overload_gets_503_with_retry_after_and_deadline_gets_504(exported_repo)
     flags += ("--max-request-items", "4096")
     with running_service(exported_repo, *flags) as url:
 
+        async def garbage(client):
+            await asyncio.sleep(0.1)  # once the queue is full
+            return await client.post("/v1/decode", content=b"{not json")
+
         async def flood():
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 requests = [client.post("/v1/sample", json={"n": 4096}) for _ in range(12)]
-                return await asyncio.gather(*requests)
+                return await asyncio.gather(*requests, *(garbage(client) for _ in range(4)))
 
-        responses = asyncio.run(flood())
+        (*responses,) = asyncio.run(flood())
+        garbled, responses = responses[12:], responses[:12]
+        # Refused before its body is parsed: a full queue answers 503, not 400.
+        assert any(r.status_code == 503 for r in garbled), [r.status_code for r in garbled]
         statuses = sorted(r.status_code for r in responses)
         rejected = [r for r in responses if r.status_code == 503]
         assert rejected, statuses
