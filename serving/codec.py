@@ -32,7 +32,24 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"malformed JSON: {error}") from None
 
 
-def parse_json_object(body: bytes) -> dict:
+def list_budget(item_shape: tuple[int, ...], max_items: int) -> int:
+    """How many JSON lists a request of at most ``max_items`` nested items may hold:
+    one per item per axis but the last (an image: 1 + 28 + 28 * 28), plus a few for the
+    batch and the other fields."""
+    per_item = sum(math.prod(item_shape[:axis]) for axis in range(len(item_shape)))
+    return max_items * per_item + 16
+
+
+def parse_json_object(body: bytes, max_lists: int | None = None) -> dict:
+    """The body's JSON object. With ``max_lists``, a body holding more lists than a
+    valid request could is refused by counting brackets, before orjson builds them:
+    16 MB of ``[],`` is five million lists, over a second of parsing on the event loop."""
+    if max_lists is not None and (lists := body.count(b"[")) > max_lists:
+        raise ApiError(
+            413,
+            f"the body holds {lists} JSON lists, more than a batch within the limits can "
+            f"({max_lists}); send fewer items, or a .npy body",
+        )
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object")

@@ -140,7 +140,7 @@ def _tensor(tensor: Any, model: OnnxModel, binary: bytes, max_items: int) -> np.
 
 def parse_infer(request: Request, model: OnnxModel, max_items: int) -> InferRequest:
     header, binary = split_body(request.body, request.headers.get(HEADER_LENGTH))
-    payload = codec.parse_json_object(header)
+    payload = codec.parse_json_object(header, codec.list_budget(model.item_shape, max_items))
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise ApiError(400, f'"inputs" must be a list of one tensor, {model.input_name!r}')

@@ -131,7 +131,8 @@ def routes(service: Service):
             if request.method != "POST":
                 raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
             service.admit(model.name, model.version)
-            value, rows = parse_predict(codec.parse_json_object(request.body), model)
+            budget = codec.list_budget(model.item_shape, config.max_request_items)
+            value, rows = parse_predict(codec.parse_json_object(request.body, budget), model)
             inputs = codec.read_batch(
                 value,
                 model.item_shape,

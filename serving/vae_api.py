@@ -40,7 +40,8 @@ def routes(service: Service):
         elif (fast := json_batch.read(request.body, IMAGES, model.item_shape)) is not None:
             value, options = fast
         else:
-            options = codec.parse_json_object(request.body)
+            budget = codec.list_budget(model.item_shape, max_items)
+            options = codec.parse_json_object(request.body, budget)
             if IMAGES not in options:
                 raise ApiError(400, f'missing "{IMAGES}": a list of 28x28 images in [0, 1]')
             value = options[IMAGES]
@@ -59,7 +60,8 @@ def routes(service: Service):
         elif (fast := json_batch.read(request.body, Z, model.item_shape)) is not None:
             value = fast[0]
         else:
-            payload = codec.parse_json_object(request.body)
+            budget = codec.list_budget(model.item_shape, max_items)
+            payload = codec.parse_json_object(request.body, budget)
             if Z not in payload:
                 raise ApiError(
                     400, f'missing "{Z}": a list of latent vectors of size {model.latent_dim}'
@@ -72,7 +74,7 @@ def routes(service: Service):
 
     async def sample(request: Request) -> Response:
         model = service.admit(DECODER, params.version(request.query.get("version")))
-        payload = codec.parse_json_object(request.body) if request.body else {}
+        payload = codec.parse_json_object(request.body, 16) if request.body else {}
         n = params.positive_int(payload.get("n", 1), "n")
         if n > max_items:
             raise ApiError(413, f"n={n} is above the limit of {max_items}")
