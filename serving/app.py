@@ -13,7 +13,7 @@ import time
 import orjson
 
 from serving import kserve, operations, tfserving, vae_api
-from serving.asgi import Handler, Request, Response
+from serving.asgi import ANY, Handler, Request, Response
 from serving.errors import ApiError
 from serving.responses import error_response
 from serving.service import Service
@@ -53,16 +53,21 @@ class App:
     async def handle(self, request: Request) -> Response:
         """Time, count and log each request; turn every failure into a JSON error."""
         started = time.perf_counter()
+        asked = request.method
         table = self._table(request.path)
         route = "unmatched"
         try:
             if table is None:
                 raise ApiError(404, f"no such endpoint {request.path}; see /openapi.json")
-            if request.method not in table:
-                allowed = ", ".join(table)
+            method = "GET" if request.method == "HEAD" else request.method  # no body sent
+            if ANY in table:  # the handler checks the method against the rest of the path
+                table = {method: table[ANY]}
+            if method not in table:
+                allowed = ", ".join([*table, "HEAD"] if "GET" in table else table)
                 message = f"{request.method} is not allowed on {request.path}; use {allowed}"
                 raise ApiError(405, message, {"allow": allowed})
-            route, handler = table[request.method]
+            route, handler = table[method]
+            request.method = method
             response = await handler(request)
         except ApiError as error:
             response = error_response(error)
@@ -76,7 +81,7 @@ class App:
         if access_log.isEnabledFor(logging.INFO):
             line = {
                 "ts": round(time.time(), 3),
-                "method": request.method,
+                "method": asked,
                 "path": request.path,
                 "route": route,
                 "status": response.status,

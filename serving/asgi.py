@@ -36,6 +36,7 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+ANY = "*"  # the method of a route whose handler checks the method itself
 Refusal = Callable[[int, str, dict[str, str]], Response]
 Hook = Callable[[], Awaitable[None]]
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from serving import codec, params
-from serving.asgi import Request, Response
+from serving.asgi import ANY, Request, Response
 from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.responses import json_response
@@ -247,13 +247,21 @@ def routes(service: Service):
         model = service.model(match["name"], version)
         if tail == "/infer":
             if request.method != "POST":
-                raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
+                raise ApiError(
+                    405,
+                    f"{request.method} is not allowed on {request.path}; use POST",
+                    {"allow": "POST"},
+                )
             service.admit(model.name, model.version)
             parsed = parse_infer(request, model, max_items)
             outputs = await service.run(model, parsed.inputs)
             return format_infer(model, parsed, outputs)
         if request.method != "GET":
-            raise ApiError(405, f"{request.method} is not allowed on {request.path}; use GET")
+            raise ApiError(
+                405,
+                f"{request.method} is not allowed on {request.path}; use GET",
+                {"allow": "GET, HEAD"},
+            )
         if tail == "/ready":
             return await ready(request)
         versions = [model.version] if version is not None else list(service.models[model.name])
@@ -263,5 +271,5 @@ def routes(service: Service):
         ("/v2", "v2_server", server_metadata, ("GET",)),
         ("/v2/health/live", "v2_live", live, ("GET",)),
         ("/v2/health/ready", "v2_ready", ready, ("GET",)),
-        (PREFIX, "v2_models", models, ("GET", "POST")),
+        (PREFIX, "v2_models", models, (ANY,)),
     ]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from serving import codec, params
-from serving.asgi import Request, Response
+from serving.asgi import ANY, Request, Response
 from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.responses import json_response
@@ -129,7 +129,11 @@ def routes(service: Service):
         model = service.model(match["name"], version)
         if tail == ":predict":
             if request.method != "POST":
-                raise ApiError(405, f"{request.method} is not allowed on {request.path}; use POST")
+                raise ApiError(
+                    405,
+                    f"{request.method} is not allowed on {request.path}; use POST",
+                    {"allow": "POST"},
+                )
             service.admit(model.name, model.version)
             budget = codec.list_budget(model.item_shape, config.max_request_items)
             value, rows = parse_predict(codec.parse_json_object(request.body, budget), model)
@@ -143,10 +147,14 @@ def routes(service: Service):
             outputs = await service.run(model, inputs)
             return json_response(format_predict(outputs, rows))
         if request.method != "GET":
-            raise ApiError(405, f"{request.method} is not allowed on {request.path}; use GET")
+            raise ApiError(
+                405,
+                f"{request.method} is not allowed on {request.path}; use GET",
+                {"allow": "GET, HEAD"},
+            )
         if tail == "/metadata":
             return json_response(metadata(model))
         versions = [model.version] if version is not None else list(service.models[model.name])
         return json_response(version_status(versions))
 
-    return [(PREFIX, "tf_serving", tf_serving, ("GET", "POST"))]
+    return [(PREFIX, "tf_serving", tf_serving, (ANY,))]

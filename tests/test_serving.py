@@ -343,10 +343,18 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
     assert post(url, "/v1/sample", json={"n": 1}).status_code == 200
 
 
-def test_wrong_method_is_a_json_405(url):
+def test_wrong_method_is_a_json_405_with_allow_and_head_works(url):
     response = httpx.get(url + "/v1/encode")
     assert response.status_code == 405 and "not allowed" in response.json()["error"]
-    assert httpx.put(url + "/v1/models/vae_encoder").status_code == 405
+    assert response.headers["allow"] == "POST"
+    put = httpx.put(url + "/v1/models/vae_encoder")
+    assert put.status_code == 405 and put.headers["allow"] == "GET, HEAD"
+    assert httpx.get(url + "/v2/models/vae_encoder/infer").headers["allow"] == "POST"
+    assert httpx.put(url + "/healthz").headers["allow"] == "GET, HEAD"
+    for path in ("/healthz", "/v1/models/vae_encoder", "/v2/models/vae_decoder"):
+        head = httpx.head(url + path)
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == len(httpx.get(url + path).content)
 
 
 def test_concurrent_requests_are_coalesced_into_batches(url, local, images):
