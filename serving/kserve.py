@@ -240,28 +240,14 @@ def routes(service: Service):
         return _EMPTY
 
     async def models(request: Request) -> Response:
-        match = _MODEL_PATH.match(request.path[len(PREFIX) :])
-        if not match:
-            raise ApiError(404, f"no such endpoint {request.path}; see /openapi.json")
-        version, tail = params.version(match["version"]), match["tail"]
-        model = service.model(match["name"], version)
+        model, version, tail = params.model_path(service, _MODEL_PATH, PREFIX, request)
         if tail == "/infer":
-            if request.method != "POST":
-                raise ApiError(
-                    405,
-                    f"{request.method} is not allowed on {request.path}; use POST",
-                    {"allow": "POST"},
-                )
+            params.require(request, "POST")
             service.admit(model.name, model.version)
             parsed = parse_infer(request, model, max_items)
             outputs = await service.run(model, parsed.inputs)
             return format_infer(model, parsed, outputs)
-        if request.method != "GET":
-            raise ApiError(
-                405,
-                f"{request.method} is not allowed on {request.path}; use GET",
-                {"allow": "GET, HEAD"},
-            )
+        params.require(request, "GET")
         if tail == "/ready":
             return await ready(request)
         versions = [model.version] if version is not None else list(service.models[model.name])

@@ -6,9 +6,15 @@ Each becomes a 400 naming the parameter and what it accepts: never a 500 from
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from serving.errors import ApiError
+
+if TYPE_CHECKING:
+    from serving.asgi import Request
+    from serving.engine import OnnxModel
+    from serving.service import Service
 
 MAX_DIGITS = 19  # every integer we accept fits in a signed 64-bit integer
 
@@ -65,3 +71,23 @@ def positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ApiError(400, f"{what} must be a positive integer, got {describe(value)}")
     return value
+
+
+def require(request: Request, method: str) -> None:
+    """405 unless the request uses ``method``, with the Allow header of the path."""
+    if request.method != method:
+        allow = "GET, HEAD" if method == "GET" else method
+        message = f"{request.method} is not allowed on {request.path}; use {method}"
+        raise ApiError(405, message, {"allow": allow})
+
+
+def model_path(
+    service: Service, pattern: re.Pattern, prefix: str, request: Request
+) -> tuple[OnnxModel, int | None, str | None]:
+    """The model a ``{prefix}{name}[/versions/{v}]{tail}`` path names, its version as
+    asked (None: the latest) and the tail; 404 for a path the pattern does not match."""
+    match = pattern.match(request.path[len(prefix) :])
+    if not match:
+        raise ApiError(404, f"no such endpoint {request.path}; see /openapi.json")
+    asked = version(match["version"])
+    return service.model(match["name"], asked), asked, match["tail"]

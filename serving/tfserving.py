@@ -122,18 +122,9 @@ def routes(service: Service):
     config = service.config
 
     async def tf_serving(request: Request) -> Response:
-        match = _MODEL_PATH.match(request.path[len(PREFIX) :])
-        if not match:
-            raise ApiError(404, f"no such endpoint {request.path}; see /openapi.json")
-        version, tail = params.version(match["version"]), match["tail"]
-        model = service.model(match["name"], version)
+        model, version, tail = params.model_path(service, _MODEL_PATH, PREFIX, request)
         if tail == ":predict":
-            if request.method != "POST":
-                raise ApiError(
-                    405,
-                    f"{request.method} is not allowed on {request.path}; use POST",
-                    {"allow": "POST"},
-                )
+            params.require(request, "POST")
             service.admit(model.name, model.version)
             budget = codec.list_budget(model.item_shape, config.max_request_items)
             value, rows = parse_predict(codec.parse_json_object(request.body, budget), model)
@@ -146,12 +137,7 @@ def routes(service: Service):
             )
             outputs = await service.run(model, inputs)
             return json_response(format_predict(outputs, rows))
-        if request.method != "GET":
-            raise ApiError(
-                405,
-                f"{request.method} is not allowed on {request.path}; use GET",
-                {"allow": "GET, HEAD"},
-            )
+        params.require(request, "GET")
         if tail == "/metadata":
             return json_response(metadata(model))
         versions = [model.version] if version is not None else list(service.models[model.name])

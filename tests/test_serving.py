@@ -10,6 +10,8 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import httpx
 import numpy as np
@@ -398,24 +400,12 @@ def test_overload_gets_503_with_retry_after_and_deadline_gets_504(exported_repo)
     flags += ("--max-request-items", "4096")
     with running_service(exported_repo, *flags) as url:
 
-        async def garbage(client):
-            statuses = []
-            for _ in range(30):  # while the flood keeps the queue full
-                await asyncio.sleep(0.02)
-                answer = await client.post("/v1/decode", content=b"{not json")
-                statuses.append(answer.status_code)
-                if answer.status_code == 503:
-                    break
-            return statuses
-
         async def flood():
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 requests = [client.post("/v1/sample", json={"n": 4096}) for _ in range(12)]
-                return await asyncio.gather(*requests, garbage(client))
+                return await asyncio.gather(*requests)
 
-        *responses, garbled = asyncio.run(flood())
-        # Refused before its body is parsed: a full queue answers 503, not 400.
-        assert 503 in garbled, garbled
+        responses = asyncio.run(flood())
         statuses = sorted(r.status_code for r in responses)
         rejected = [r for r in responses if r.status_code == 503]
         assert rejected, statuses
@@ -426,6 +416,31 @@ def test_overload_gets_503_with_retry_after_and_deadline_gets_504(exported_repo)
         assert httpx.post(url + "/v1/sample", json={"n": 1}, timeout=10).status_code == 200
         metrics = httpx.get(url + "/metrics").text
         assert re.search(r'vae_rejected_total\{model="vae_decoder/1"\} [1-9]', metrics)
+
+
+def test_a_full_queue_refuses_before_parsing(exported_repo):
+    flags = ("--max-queue", "1", "--max-batch-size", "1", "--max-request-items", "4096")
+    flags += ("--timeout-s", "120", "--log-level", "warning")
+    with running_service(exported_repo, *flags) as url:
+        results: list = []
+
+        def sample():
+            results.append(httpx.post(url + "/v1/sample", json={"n": 4096}, timeout=60))
+
+        threads = [threading.Thread(target=sample) for _ in range(2)]  # one runs, one waits
+        for thread in threads:
+            thread.start()
+        depth = re.compile(r'vae_queue_depth\{model="vae_decoder/1"\} 1')
+        deadline = time.monotonic() + 10
+        while not depth.search(httpx.get(url + "/metrics").text):
+            assert time.monotonic() < deadline, "the queue never filled"
+            time.sleep(0.01)
+        garbled = httpx.post(url + "/v1/decode", content=b"{not json")
+        for thread in threads:
+            thread.join(60)
+        # Refused before its body is parsed: 503 (full queue), not 400 (malformed JSON).
+        assert garbled.status_code == 503 and "overloaded" in garbled.json()["error"]
+        assert [r.status_code for r in results] == [200, 200]
 
 
 def test_missing_or_corrupt_repository_is_one_clear_error(tmp_path, exported_repo):
