@@ -60,13 +60,13 @@ class App:
             if table is None:
                 raise ApiError(404, f"no such endpoint {request.path}; see /openapi.json")
             method = "GET" if request.method == "HEAD" else request.method  # no body sent
-            if ANY in table:  # the handler checks the method against the rest of the path
-                table = {method: table[ANY]}
-            if method not in table:
+            # An ANY route's handler checks the method against the rest of the path.
+            entry = table.get(method) or table.get(ANY)
+            if entry is None:
                 allowed = ", ".join([*table, "HEAD"] if "GET" in table else table)
                 message = f"{request.method} is not allowed on {request.path}; use {allowed}"
                 raise ApiError(405, message, {"allow": allowed})
-            route, handler = table[method]
+            route, handler = entry
             request.method = method
             response = await handler(request)
         except ApiError as error:

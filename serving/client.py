@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.sampling import prior, reparameterize
 from vae_contract import (
     DECODER,
     ENCODER,
     IMAGE_SHAPE,
     PROBS,
-    Z_LOG_VAR,
-    Z_MEAN,
     ModelRepositoryError,
     Z,
     choose_version,
@@ -126,14 +125,11 @@ class LocalVae:
     ) -> dict[str, np.ndarray]:
         outputs = self.encoder.run(np.asarray(images, np.float32).reshape(-1, *IMAGE_SHAPE))
         if sample:
-            noise = np.random.default_rng(seed).standard_normal(outputs[Z_MEAN].shape)
-            z = outputs[Z_MEAN] + np.exp(0.5 * outputs[Z_LOG_VAR]) * noise
-            outputs[Z] = z.astype(np.float32)
+            outputs[Z] = reparameterize(outputs, seed)
         return outputs
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         return self.decoder.run(np.asarray(z, np.float32))[PROBS]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
-        z = temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim))
-        return self.decode(z.astype(np.float32))
+        return self.decode(prior(n, self.latent_dim, temperature, seed))

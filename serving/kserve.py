@@ -243,7 +243,7 @@ def routes(service: Service):
         model, version, tail = params.model_path(service, _MODEL_PATH, PREFIX, request)
         if tail == "/infer":
             params.require(request, "POST")
-            service.admit(model.name, model.version)
+            service.check_room(model)
             parsed = parse_infer(request, model, max_items)
             outputs = await service.run(model, parsed.inputs)
             return format_infer(model, parsed, outputs)

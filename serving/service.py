@@ -70,8 +70,11 @@ class Service:
     def admit(self, name: str, version: int | None = None) -> OnnxModel:
         """The model to run a request on, or a 503 before any parsing if its queue is full."""
         model = self.model(name, version)
-        self.batchers[model.name, model.version].check_room()
+        self.check_room(model)
         return model
+
+    def check_room(self, model: OnnxModel) -> None:
+        self.batchers[model.name, model.version].check_room()
 
     async def run(self, model: OnnxModel, inputs: np.ndarray) -> dict[str, np.ndarray]:
         return await self.batchers[model.name, model.version].submit(inputs)

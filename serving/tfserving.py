@@ -125,7 +125,7 @@ def routes(service: Service):
         model, version, tail = params.model_path(service, _MODEL_PATH, PREFIX, request)
         if tail == ":predict":
             params.require(request, "POST")
-            service.admit(model.name, model.version)
+            service.check_room(model)
             budget = codec.list_budget(model.item_shape, config.max_request_items)
             value, rows = parse_predict(codec.parse_json_object(request.body, budget), model)
             inputs = codec.read_batch(

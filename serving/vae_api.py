@@ -6,27 +6,14 @@ then go in the query string). Answers as JSON, ``.npy`` or PNG (see responses).
 
 from __future__ import annotations
 
-import numpy as np
-
-from serving import codec, json_batch, params
+from serving import codec, json_batch, params, sampling
 from serving.asgi import Request, Response
 from serving.errors import ApiError
 from serving.responses import arrays_response, images_response, sends_npy
 from serving.service import Service
-from vae_contract import DECODER, ENCODER, IMAGES, PROBS, Z_LOG_VAR, Z_MEAN, Z
+from vae_contract import DECODER, ENCODER, IMAGES, PROBS, Z
 
 MAX_TEMPERATURE = 10.0
-_unseeded = np.random.default_rng()  # building a generator costs ~20 µs: one for all
-
-
-def rng(seed: int | None) -> np.random.Generator:
-    return _unseeded if seed is None else np.random.default_rng(seed)
-
-
-def reparameterize(outputs: dict[str, np.ndarray], seed: int | None) -> np.ndarray:
-    """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I): the sampling step outside the graph."""
-    noise = rng(seed).standard_normal(outputs[Z_MEAN].shape)
-    return (outputs[Z_MEAN] + np.exp(0.5 * outputs[Z_LOG_VAR]) * noise).astype(np.float32)
 
 
 def routes(service: Service):
@@ -50,7 +37,7 @@ def routes(service: Service):
         seed = params.seed(options.get("seed"))
         outputs = await service.run(model, images)
         if sample:
-            outputs = {**outputs, Z: reparameterize(outputs, seed)}
+            outputs = {**outputs, Z: sampling.reparameterize(outputs, seed)}
         return arrays_response(request, {"model": model.name, "version": model.version}, outputs)
 
     async def decode(request: Request) -> Response:
@@ -90,7 +77,7 @@ def routes(service: Service):
                 f"got {params.describe(temperature)}",
             )
         seed = params.seed(payload.get("seed"))
-        z = (temperature * rng(seed).standard_normal((n, model.latent_dim))).astype(np.float32)
+        z = sampling.prior(n, model.latent_dim, temperature, seed)
         outputs = await service.run(model, z)
         meta = {"model": model.name, "version": model.version, Z: z}
         return images_response(request, outputs[PROBS], meta)
