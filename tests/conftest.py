@@ -73,6 +73,14 @@ def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.Comp
 
 
 @pytest.fixture(scope="session")
+def local(exported_repo):
+    """The exported models run in-process with onnxruntime: the reference for the service."""
+    from serving.client import LocalVae
+
+    return LocalVae(exported_repo)
+
+
+@pytest.fixture(scope="session")
 def exported_repo(trained_run, tmp_path_factory) -> Path:
     """The small trained run exported once as version 1 of a model repository."""
     from export.build import export_run

@@ -11,8 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from tests.conftest import REPO
+
+
+def pixels(splits, n: int) -> np.ndarray:
+    """The first ``n`` test images as float32 [n, 28, 28, 1] in [0, 1]."""
+    return (splits.test_images[:n].astype(np.float32) / 255.0).reshape(n, 28, 28, 1)
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import pytest
 tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from tests.serving_helpers import running_service  # noqa: E402
+from tests.serving_helpers import pixels, running_service  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +28,8 @@ def client(url):
 
 
 @pytest.fixture(scope="module")
-def local(exported_repo):
-    from serving.client import LocalVae
-
-    return LocalVae(exported_repo)
-
-
-@pytest.fixture(scope="module")
 def images(splits):
-    return (splits.test_images[:5].astype(np.float32) / 255.0).reshape(5, 28, 28, 1)
+    return pixels(splits, 5)
 
 
 def test_health_and_metadata(client):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.serving_helpers import running_service
+from tests.serving_helpers import pixels, running_service
 
 NPY = "application/x-npy"
 
@@ -37,15 +37,8 @@ def url(service):
 
 
 @pytest.fixture(scope="module")
-def local(exported_repo):
-    from serving.client import LocalVae
-
-    return LocalVae(exported_repo)
-
-
-@pytest.fixture(scope="module")
 def images(splits):
-    return (splits.test_images[:6].astype(np.float32) / 255.0).reshape(6, 28, 28, 1)
+    return pixels(splits, 6)
 
 
 def post(url: str, path: str, **kwargs) -> httpx.Response:
