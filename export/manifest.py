@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-MANIFEST_FILE = "manifest.json"
+# Readers verify what is written here: name and hash are defined once, with the reader.
+from vae_contract.repository import MANIFEST_FILE, sha256
+
 TOOLS = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:

@@ -6,10 +6,6 @@ evaluation, the service and its client all read them from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
 ENCODER = "vae_encoder"
 DECODER = "vae_decoder"
 NETWORKS = (ENCODER, DECODER)
@@ -21,6 +17,7 @@ Z_MEAN, Z_LOG_VAR = "z_mean", "z_log_var"
 PROBS, LOGITS = "probs", "logits"
 INPUTS = {ENCODER: IMAGES, DECODER: Z}
 OUTPUTS = {ENCODER: (Z_MEAN, Z_LOG_VAR), DECODER: (PROBS, LOGITS)}
+REQUIRED_OUTPUTS = {ENCODER: OUTPUTS[ENCODER], DECODER: (PROBS,)}  # logits may be offered too
 
 # Model repository layout: <repo>/onnx/<network>/<version>/model.onnx (Triton's layout)
 # and <repo>/tf/<network>/<version>/saved_model.pb (TF Serving's).
@@ -39,39 +36,37 @@ def output_shapes(network: str, latent_dim: int) -> dict[str, list[int | None]]:
     return {name: [None, *IMAGE_SHAPE] for name in OUTPUTS[DECODER]}
 
 
-class ModelRepositoryError(Exception):
-    """The model repository is missing, incomplete, or lacks the asked-for version."""
+# The repository reader needs the names above; it is re-exported so that every user
+# imports the contract from one place.
+from vae_contract.repository import (  # noqa: E402
+    MANIFEST_FILE,
+    ModelRepositoryError,
+    choose_version,
+    onnx_versions,
+)
 
-
-def onnx_versions(repo: str | Path) -> dict[str, dict[int, Path]]:
-    """Every exported version of both networks: ``{network: {version: model.onnx path}}``."""
-    root = Path(repo) / ONNX_DIR
-    if not root.is_dir():
-        raise ModelRepositoryError(
-            f"no ONNX model repository at {root}; run `make export` or pass --repo"
-        )
-    found: dict[str, dict[int, Path]] = {}
-    for network in NETWORKS:
-        folder = root / network
-        versions = {
-            int(p.name): p / ONNX_FILE
-            for p in (folder.iterdir() if folder.is_dir() else [])
-            if p.name.isascii() and p.name.isdigit() and (p / ONNX_FILE).is_file()
-        }
-        if not versions:
-            raise ModelRepositoryError(
-                f"{folder} holds no <version>/{ONNX_FILE}; run `make export` or pass --repo"
-            )
-        found[network] = versions
-    return found
-
-
-def choose_version(network: str, versions: Mapping[int, Any], version: int | None) -> int:
-    """``version``, or the latest when None; an error that lists the versions there are."""
-    if version is None:
-        return max(versions)
-    if version not in versions:
-        raise ModelRepositoryError(
-            f"{network} has no version {version}; versions: {sorted(versions)}"
-        )
-    return version
+__all__ = [
+    "DECODER",
+    "ENCODER",
+    "IMAGES",
+    "IMAGE_SHAPE",
+    "INPUTS",
+    "LOGITS",
+    "MANIFEST_FILE",
+    "NETWORKS",
+    "ONNX_DIR",
+    "ONNX_FILE",
+    "OUTPUTS",
+    "PROBS",
+    "REQUIRED_OUTPUTS",
+    "SIGNATURE",
+    "TF_DIR",
+    "Z",
+    "Z_LOG_VAR",
+    "Z_MEAN",
+    "ModelRepositoryError",
+    "choose_version",
+    "input_shape",
+    "onnx_versions",
+    "output_shapes",
+]
