@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from vae_contract import (
     input_shape,
     output_shapes,
 )
+from vae_contract.repository import FORMAT_NAMES
 
 PARITY_SEED = 0
 
@@ -88,12 +90,20 @@ def manifest(
     latent: int,
     reports: list[ParityReport],
     tolerance: dict[str, float],
+    export_id: str,
 ) -> dict[str, Any]:
+    """What ``folder`` holds and where it came from; read back by vae_contract.repository.
+
+    ``export_id`` is shared by the four folders of one export: a reader checks that the
+    encoder and decoder it pairs carry the same one, and a later export uses it to tell
+    which folders a killed export had published.
+    """
     shapes = output_shapes(network, latent)
     document = {
         "model_name": network,
         "version": version,
-        "format": "tf_saved_model" if fmt == TF_DIR else "onnx",
+        "format": FORMAT_NAMES[fmt],
+        "export_id": export_id,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {INPUTS[network]: {"dtype": "float32", "shape": input_shape(network, latent)}},
         "outputs": {name: {"dtype": "float32", "shape": shapes[name]} for name in shapes},
@@ -126,7 +136,8 @@ def export_run(
     """Write SavedModels and ONNX graphs of ``run_dir`` as a new version of ``repo``.
 
     Every artifact is read back from disk and compared with the Keras model before
-    anything is published; on any failure the repository is left as it was.
+    anything is published; on any failure the repository is left as it was, and if the
+    process is killed, the next export removes what it left (export/repository.py).
     """
     run_dir = check_run_dir(run_dir)
     repo = Path(repo)
@@ -138,6 +149,7 @@ def export_run(
     inputs = parity_inputs(config, latent, examples)
     version = choose_version(repo, version)
     source = {"run": run_dir.name, "config": config.to_dict(), "metrics": metrics}
+    export_id = uuid.uuid4().hex
 
     reports: list[ParityReport] = []
     with staging(repo) as stage:
@@ -160,8 +172,10 @@ def export_run(
 
         tolerance = {"atol": atol, "rtol": rtol}
         for (fmt, network), folder in folders.items():
-            document = manifest(fmt, network, version, folder, source, latent, reports, tolerance)
+            document = manifest(
+                fmt, network, version, folder, source, latent, reports, tolerance, export_id
+            )
             (folder / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
-        published = publish(stage, repo, version)
+        published = publish(stage, repo, version, export_id)
     write_configs(repo / TF_DIR)
     return ExportResult(version, repo, published, reports)

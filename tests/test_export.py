@@ -91,6 +91,7 @@ def test_onnx_graphs_have_contract_names_dynamic_batch_and_metadata(exported_rep
 def test_manifests_record_checksums_parity_and_source(exported_repo, trained_run):
     from export.manifest import sha256
 
+    export_ids = set()
     for folder in [
         exported_repo / fmt / n / "1"
         for fmt in ("tf", "onnx")
@@ -110,6 +111,8 @@ def test_manifests_record_checksums_parity_and_source(exported_repo, trained_run
             assert result["examples"] == 200
             assert all(0 <= d <= 1e-4 for d in result["max_abs_diff"].values())
         assert manifest["parity"]["tolerance"] == {"atol": 1e-4, "rtol": 1e-5}
+        export_ids.add(manifest["export_id"])
+    assert len(export_ids) == 1  # what ties the four folders of one export together
 
 
 def test_parity_tolerance_grows_with_the_magnitude_of_a_value():
@@ -181,12 +184,18 @@ def test_onnx_files_run_with_onnxruntime_and_numpy_only(exported_repo, tmp_path)
     assert 0.0 <= report["probs_min"] <= report["probs_max"] <= 1.0
 
 
-def test_versions_increment_and_are_never_overwritten(trained_run, tmp_path):
+def test_versions_increment_are_never_overwritten_and_stale_staging_goes(trained_run, tmp_path):
     from export.build import export_run
     from keras_vae.errors import KerasVaeError
 
     repo = tmp_path / "models"
+    # What a killed export leaves: a staging folder no live process holds. The next
+    # export removes it (tests/test_repository.py kills real processes).
+    stale = repo / ".staging-killed"
+    (stale / "onnx").mkdir(parents=True)
+    (stale / "onnx" / "model.onnx").write_bytes(bytes(1000))
     assert export_run(trained_run, repo, examples=50).version == 1
+    assert not stale.exists()
     assert export_run(trained_run, repo, examples=50).version == 2
     before = (repo / ONNX.format("vae_encoder", 1)).read_bytes()
     with pytest.raises(KerasVaeError, match="version 1 already exists"):
