@@ -21,17 +21,7 @@ from keras_vae.data import HELD_OUT_SEED
 from keras_vae.errors import KerasVaeError, run_cli
 from keras_vae.iwae import Decode, Encode, evaluate_likelihood
 from keras_vae.runs import MODEL_FILE, resolve_run, update_metrics
-from vae_contract import (
-    DECODER,
-    ENCODER,
-    INPUTS,
-    LOGITS,
-    NETWORKS,
-    OUTPUTS,
-    ModelRepositoryError,
-    choose_version,
-    onnx_versions,
-)
+from vae_contract import DECODER, ENCODER, INPUTS, LOGITS, OUTPUTS
 
 
 def evaluate_elbo(vae, inputs: np.ndarray, batch_size: int = 500) -> dict:
@@ -62,28 +52,28 @@ def keras_networks(vae) -> tuple[Encode, Decode]:
 
 
 def onnx_networks(repo: str | Path, version: int | None = None) -> tuple[Encode, Decode, int]:
-    """The exported ONNX graphs as functions on numpy arrays (onnxruntime, no TensorFlow)."""
-    import onnxruntime as ort
+    """The exported ONNX graphs as functions on numpy arrays (onnxruntime, no TensorFlow).
+
+    Loaded by the service's own loader, so what is measured is what would be served: the
+    latest complete version by default, each file verified against its manifest.
+    """
+    from serving.errors import RepositoryError
+    from serving.repository import load
 
     try:
-        found = onnx_versions(repo)
-        chosen = choose_version(ENCODER, found[ENCODER], version)
-        choose_version(DECODER, found[DECODER], chosen)
-    except ModelRepositoryError as error:
+        models = load(repo, version, threads=0)  # 0: onnxruntime's default, every core
+    except RepositoryError as error:
         raise KerasVaeError(str(error)) from None
-    encoder, decoder = (
-        ort.InferenceSession(str(found[name][chosen]), providers=["CPUExecutionProvider"])
-        for name in NETWORKS
-    )
+    encoder, decoder = models[ENCODER], models[DECODER]
 
     def encode(x):
-        z_mean, z_log_var = encoder.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
+        z_mean, z_log_var = encoder.session.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
         return z_mean, z_log_var
 
     def decode(z):
-        return decoder.run([LOGITS], {INPUTS[DECODER]: z})[0]
+        return decoder.session.run([LOGITS], {INPUTS[DECODER]: z})[0]
 
-    return encode, decode, chosen
+    return encode, decode, encoder.version
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,9 +18,7 @@ from vae_contract import (
     ENCODER,
     IMAGE_SHAPE,
     PROBS,
-    ModelRepositoryError,
     Z,
-    choose_version,
 )
 
 NPY = "application/x-npy"
@@ -104,19 +102,16 @@ class VaeClient:
 
 
 class LocalVae:
-    """The exported encoder and decoder run in this process: ``LocalVae("artifacts/models")``."""
+    """The exported encoder and decoder run in this process: ``LocalVae("artifacts/models")``.
+
+    ``version`` defaults to the latest complete one; both files are verified against their
+    manifests first, as the service does (a ``RepositoryError`` names what is wrong).
+    """
 
     def __init__(self, repo: str | Path, version: int | None = None, threads: int = 1):
-        from serving.engine import OnnxModel
-        from serving.repository import discover
+        from serving.repository import load
 
-        models = {}
-        for name, versions in discover(repo).items():
-            try:
-                chosen = choose_version(name, versions, version)
-            except ModelRepositoryError as error:
-                raise ValueError(str(error)) from None
-            models[name] = OnnxModel(versions[chosen], name, chosen, threads)
+        models = load(repo, version, threads)  # verified; RepositoryError if unusable
         self.encoder, self.decoder = models[ENCODER], models[DECODER]
         self.latent_dim = self.decoder.item_shape[0]
 

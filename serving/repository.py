@@ -1,15 +1,95 @@
-"""The exported ONNX models the service loads, found through the shared contract."""
+"""The one loader of exported ONNX models: the service, LocalVae and ``evaluate --onnx``.
+
+:mod:`vae_contract.repository` finds the complete versions and checks each file against
+its manifest (no onnxruntime needed); here a checked version becomes two
+:class:`OnnxModel` sessions, built from the very bytes that were hashed, and the graphs
+are held to the contract: the encoder folder holds a network that takes images, the
+decoder folder one that takes ``z``, and their latent sizes agree with each other and
+with the manifests. Every failure is a :class:`RepositoryError` of one line naming the
+file and the fix; ``python -m serving`` exits 2 with it.
+
+Hashing costs little next to building the sessions: see README, "Export" for the figure.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from serving.engine import OnnxModel
 from serving.errors import RepositoryError
-from vae_contract import ModelRepositoryError, onnx_versions
+from vae_contract import DECODER, ENCODER, NETWORKS, ModelRepositoryError, onnx_versions
+from vae_contract.repository import REEXPORT, OnnxRepository, OnnxVersion, scan_onnx, verify
+
+log = logging.getLogger(__name__)
+
+
+def scan(repo: str | Path) -> OnnxRepository:
+    """Complete and incomplete versions, or a RepositoryError saying what is missing."""
+    try:
+        return scan_onnx(repo)
+    except ModelRepositoryError as error:
+        raise RepositoryError(str(error)) from None
+
+
+def open_version(version: OnnxVersion, threads: int = 1) -> dict[str, OnnxModel]:
+    """Both networks of a complete version, verified, as onnxruntime sessions."""
+    try:
+        verified = verify(version)
+    except ModelRepositoryError as error:
+        raise RepositoryError(str(error)) from None
+    models = {
+        network: OnnxModel(
+            version.model_path(network),
+            network,
+            version.number,
+            threads,
+            content=verified.models[network],
+        )
+        for network in NETWORKS
+    }
+    for model in (models[ENCODER], models[DECODER]):
+        if model.latent_dim != verified.latent_dim:
+            raise RepositoryError(
+                f"cannot load {model.path}: its graph has latent size {model.latent_dim}, "
+                f"its manifest {verified.latent_dim}; {REEXPORT}"
+            )
+    return models
+
+
+def load(repo: str | Path, version: int | None = None, threads: int = 1) -> dict[str, OnnxModel]:
+    """Both networks of ``version``, or of the latest complete version when None.
+
+    Newer versions passed over because they are incomplete are logged, one line each.
+    """
+    found = scan(repo)
+    try:
+        chosen = found.choose(version)
+    except ModelRepositoryError as error:
+        raise RepositoryError(str(error)) from None
+    for line in found.warnings(above=chosen.number) if version is None else []:
+        log.warning(line)
+    return open_version(chosen, threads)
+
+
+def load_all(repo: str | Path, threads: int = 1) -> dict[str, dict[int, OnnxModel]]:
+    """Every complete version of both networks, ``{network: {version: model}}``.
+
+    One damaged version refuses the whole start-up: a service that quietly served fewer
+    versions would hide what happened to the files. Incomplete ones are logged.
+    """
+    found = scan(repo)
+    for line in found.warnings():
+        log.warning(line)
+    models: dict[str, dict[int, OnnxModel]] = {network: {} for network in NETWORKS}
+    for number, version in sorted(found.complete.items()):
+        for network, model in open_version(version, threads).items():
+            models[network][number] = model
+    return models
 
 
 def discover(repo: str | Path) -> dict[str, dict[int, Path]]:
-    """Every version of both networks, or a RepositoryError saying what is missing."""
+    """Model paths of every complete version (not verified: for measurements only)."""
     try:
         return onnx_versions(repo)
     except ModelRepositoryError as error:

@@ -9,7 +9,7 @@ from serving.config import ServingConfig
 from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.metrics import Metrics
-from serving.repository import discover
+from serving.repository import load_all
 from vae_contract import ModelRepositoryError, choose_version
 
 
@@ -19,11 +19,8 @@ class Service:
     def __init__(self, config: ServingConfig, metrics: Metrics | None = None):
         self.config = config
         self.metrics = metrics or Metrics()
-        self.models: dict[str, dict[int, OnnxModel]] = {}
-        for name, versions in discover(config.repo).items():
-            self.models[name] = {
-                v: OnnxModel(path, name, v, config.threads) for v, path in versions.items()
-            }
+        # Complete versions only, each verified against its manifests (serving.repository).
+        self.models: dict[str, dict[int, OnnxModel]] = load_all(config.repo, config.threads)
         self.batchers: dict[tuple[str, int], Batcher] = {}
         self.ready = False
 
@@ -53,9 +50,7 @@ class Service:
     @staticmethod
     def check_repository(config: ServingConfig) -> None:
         """Load every model once and drop it: a RepositoryError if any is missing or corrupt."""
-        for name, versions in discover(config.repo).items():
-            for version, path in versions.items():
-                OnnxModel(path, name, version, 1)
+        load_all(config.repo, threads=1)
 
     def model(self, name: str, version: int | None = None) -> OnnxModel:
         """The model ``name`` at ``version`` (default: the latest), or a 404 that lists them."""
