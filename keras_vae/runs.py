@@ -16,6 +16,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"  # while training: keras_vae.backup's files, removed at the end
 
 
 def new_run_dir(config: RunConfig) -> Path:

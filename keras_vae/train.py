@@ -35,6 +35,7 @@ from keras_vae.config import (
 )
 from keras_vae.errors import ConfigError, run_cli
 from keras_vae.runs import (
+    BACKUP_DIR,
     CONFIG_FILE,
     HISTORY_FILE,
     MODEL_FILE,
@@ -43,8 +44,6 @@ from keras_vae.runs import (
     new_run_dir,
     update_metrics,
 )
-
-BACKUP_DIR = "backup"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +132,36 @@ def total_epoch_seconds(history_csv: Path) -> float:
         return sum(float(row["epoch_seconds"] or 0) for row in csv.DictReader(handle))
 
 
+def trim_history(history_csv: Path, epochs: int) -> None:
+    """Keep the rows of the first ``epochs`` epochs: the ones the resumed backup holds.
+
+    An epoch recorded but not backed up (a kill between the two) is trained again on
+    resume; without this its row, and its time, would count twice.
+    """
+    if not history_csv.is_file():
+        return
+    with open(history_csv, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    kept = [row for row in rows if int(row["epoch"]) < epochs]
+    if len(kept) == len(rows):
+        return
+    if not kept:
+        history_csv.unlink()
+        return
+    partial = history_csv.with_name(f"{history_csv.name}.{os.getpid()}.tmp")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(partial, history_csv)
+
+
 def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
     """Train (or, given an existing ``run_dir``, resume) a run; return its folder."""
     import keras
 
+    from keras_vae import backup
     from keras_vae import data as vae_data
     from keras_vae.callbacks import EpochTimer
     from keras_vae.distribute import cluster_role, make_strategy, with_shard_policy
@@ -200,16 +225,18 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
                 learning_rate, decay_steps=config.train.epochs * steps_per_epoch, alpha=0.05
             )
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        epochs_done = backup.restore(vae, work_dir / BACKUP_DIR)
+    trim_history(work_dir / HISTORY_FILE, epochs_done)
     monitor = "val_loss" if validation is not None else "loss"
     (work_dir / "checkpoints").mkdir(exist_ok=True)
     callbacks = [
         EpochTimer(),
-        keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR)),
         keras.callbacks.CSVLogger(str(work_dir / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
             str(work_dir / "checkpoints" / "best.keras"), monitor=monitor, save_best_only=True
         ),
+        backup.EpochBackup(work_dir / BACKUP_DIR),  # last: it commits the epoch
         *extra_callbacks,
     ]
     print(
@@ -222,6 +249,7 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
     history = vae.fit(
         train_stream,
         epochs=config.train.epochs,
+        initial_epoch=epochs_done,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         shuffle=False,  # the stream shuffles itself, reproducibly
@@ -267,6 +295,9 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
         f"{seconds_per_epoch or 0:.1f} s/epoch; wrote {work_dir}",
         flush=True,
     )
+    # The backup goes last: a run killed while it is evaluated or drawn resumes with no
+    # epoch left to train and finishes these steps.
+    shutil.rmtree(work_dir / BACKUP_DIR, ignore_errors=True)
     if not role.is_chief:
         shutil.rmtree(work_dir, ignore_errors=True)
         for parent in (work_dir.parent, work_dir.parent.parent):  # .workers/<run>, .workers

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import keras
 import pytest
 
 from keras_vae.config import ModelConfig, RunConfig, TrainConfig
+from keras_vae.errors import run_cli
 from keras_vae.runs import load_config, load_vae
-from tests.conftest import run_module
+from tests.conftest import REPO, TFDS_DIR, run_module
 
 
 def _history(run_dir):
@@ -65,6 +72,27 @@ def test_saved_run_model_loads_and_matches_the_checkpoint_format(trained_run):
     assert vae.encoder.count_params() > 0
 
 
+def _backup_files(run_dir) -> list[Path]:
+    """The backup's weight files, oldest first."""
+    return sorted((run_dir / "backup").glob("*.weights.h5"), key=lambda path: path.stat().st_mtime)
+
+
+def _tear(path) -> None:
+    """What a kill -9 during the end-of-epoch backup left: the file cut at 96 bytes."""
+    with open(path, "r+b") as handle:
+        handle.truncate(96)
+
+
+def _resume_in_process(capsys, run_dir) -> tuple[int, str, str]:
+    """``python -m keras_vae.train --resume run_dir``, without starting another interpreter."""
+    from keras_vae.train import main
+
+    capsys.readouterr()
+    code = run_cli(main, ["--resume", str(run_dir)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 class _StopAfterEpoch(keras.callbacks.Callback):
     def __init__(self, epoch: int):
         super().__init__()
@@ -100,6 +128,75 @@ def test_an_interrupted_run_resumes_where_it_stopped(data_config, tmp_path):
     )
     assert (run_dir / "model.keras").is_file() and not (run_dir / "backup").exists()
     assert "nothing to resume" in run_module("keras_vae.train", "--resume", str(run_dir)).stderr
+
+
+KILLED_EPOCHS = 5
+
+
+@pytest.fixture(scope="module")
+def killed_run(shared_data, tmp_path_factory):
+    """The incident: a real training killed with SIGKILL once it has backed up two epochs.
+    Returns the run folder and a pristine copy of it taken right after the kill."""
+    out = tmp_path_factory.mktemp("killed")
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "keras_vae.train",
+         "--data-dir", str(shared_data), "--tfds-dir", str(TFDS_DIR),
+         "--train-size", "512", "--validation-size", "0", "--latent-dim", "2",
+         "--conv-filters", "8", "16", "--hidden-units", "32",
+         "--epochs", str(KILLED_EPOCHS), "--output-dir", str(out), "--run-name", "killed"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    watchdog = threading.Timer(240, holder.kill)
+    watchdog.start()
+    run_dir = out / "killed"
+    try:
+        lines = iter(holder.stdout)
+        # Epoch 3 begins once epoch 2 is backed up: then the kill, as in the incident.
+        assert any(line.startswith("Epoch 3/") for line in lines), "the first run stopped"
+        holder.kill()
+    finally:
+        holder.kill()
+        holder.wait()
+        watchdog.cancel()
+    copy = out / "pristine"
+    shutil.copytree(run_dir, copy)
+    return run_dir, copy
+
+
+def test_a_torn_backup_resumes_from_the_one_before(killed_run, capsys):
+    run_dir, _ = killed_run
+    _tear(_backup_files(run_dir)[-1])
+    rows_before = len(_history(run_dir))
+
+    code, _, err = _resume_in_process(capsys, run_dir)
+    assert code == 0, err
+    assert "is damaged; resuming from" in err and "Traceback" not in err
+    history = _history(run_dir)
+    # The epoch of the torn backup is trained again, and its first row is replaced.
+    assert [int(row["epoch"]) for row in history] == list(range(KILLED_EPOCHS)), rows_before
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epoch_seconds_total"] == pytest.approx(
+        sum(float(row["epoch_seconds"]) for row in history), abs=0.1
+    )
+    # Weights and optimizer state came from the backup before: 4 steps for each epoch
+    # of the run (a fresh start on a later epoch would have counted fewer).
+    vae = load_vae(run_dir / "model.keras")
+    assert int(vae.optimizer.iterations.numpy()) == 4 * KILLED_EPOCHS
+    assert not (run_dir / "backup").exists()
+
+
+def test_a_resume_without_a_loadable_backup_says_what_to_do(killed_run, capsys):
+    _, run_dir = killed_run
+    rows = _history(run_dir)
+    for path in _backup_files(run_dir):
+        _tear(path)
+
+    code, _, err = _resume_in_process(capsys, run_dir)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert f"no backup in {run_dir / 'backup'} can be loaded" in err and "delete" in err
+    assert _history(run_dir) == rows, "nothing is trained or recorded"
 
 
 @pytest.mark.parametrize(
