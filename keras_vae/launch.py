@@ -47,13 +47,20 @@ def worker_flags(train_flags: list[str], workers: int) -> list[str]:
 
 
 def prepare_data(train_flags: list[str]) -> None:
-    """Prepare the dataset once, before N workers would race to prepare it together."""
+    """Prepare the dataset once, before N workers would race to prepare it together.
+
+    A resume of a run that is still training is refused first, in one line: its chief
+    would refuse it anyway (it holds the run folder's lock), but only once N workers
+    had started and their output had buried the reason.
+    """
     from keras_vae.data import load_tfds_split
-    from keras_vae.runs import load_config
+    from keras_vae.runs import load_config, refuse_if_training
     from keras_vae.train import build_parser, config_from_args
 
     args = build_parser().parse_args(train_flags)
     resume = getattr(args, "resume", None)
+    if resume:
+        refuse_if_training(resume)
     config = load_config(resume) if resume else config_from_args(args)
     load_tfds_split(config.data, "test")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+LOCK_FILE = "train.lock"
 BACKUP_DIR = "backup"  # while training: keras_vae.backup's files, removed at the end
 
 
@@ -35,6 +39,56 @@ def new_run_dir(config: RunConfig) -> Path:
     except OSError as error:
         raise KerasVaeError(f"cannot create run folder {run_dir} ({error.strerror})") from None
     return run_dir
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | Path, what: str = "run folder") -> Iterator[None]:
+    """Hold the training lock of ``folder`` for the duration, or refuse in one line.
+
+    Two trainings writing one folder mix their backups, history and time. The lock is a
+    ``flock`` on ``train.lock``: the kernel releases it when its holder exits, however it
+    dies, so a killed run never leaves a stale lock. The file stays and names the PID of
+    its last holder, for the message of a refused second writer.
+    """
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise KerasVaeError(f"cannot lock {what} {folder} ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KerasVaeError(_in_use(folder, what, fd)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def refuse_if_training(folder: str | Path, what: str = "run folder") -> None:
+    """Raise the one-line refusal if a live process holds ``folder``'s lock (a check only:
+    the lock itself is taken by the training, with :func:`hold_folder`)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: no training ever held it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise KerasVaeError(_in_use(folder, what, fd)) from None
+    finally:
+        os.close(fd)
+
+
+def _in_use(folder: str | Path, what: str, fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    return (
+        f"{what} {folder} is in use by another training (pid {pid}); "
+        "wait for it to end, or stop it, before resuming"
+    )
 
 
 def latest_run(output_dir: str | Path = "artifacts/runs") -> Path:

@@ -3,7 +3,8 @@
 A run folder under ``artifacts/runs/`` holds the model (``model.keras``), the
 effective ``config.json``, ``history.csv``, TensorBoard logs, the best
 checkpoint, ``metrics.json`` with the test-set ELBO, and PNG pictures. An
-interrupted run continues from its last finished epoch with ``--resume``.
+interrupted run continues from its last finished epoch with ``--resume``; one
+training at a time writes a run folder (``train.lock``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from keras_vae.config import (
     load_preset,
     preset_names,
 )
+from keras_vae.distribute import Role, cluster_role
 from keras_vae.errors import ConfigError, run_cli
 from keras_vae.runs import (
     BACKUP_DIR,
@@ -40,6 +42,7 @@ from keras_vae.runs import (
     HISTORY_FILE,
     MODEL_FILE,
     check_run_dir,
+    hold_folder,
     load_config,
     new_run_dir,
     update_metrics,
@@ -126,6 +129,21 @@ def worker_scratch(run_dir: Path, index: int) -> Path:
     return folder
 
 
+def hold_work_dir(held: contextlib.ExitStack, run_dir: Path, role: Role) -> Path:
+    """Lock the folder this process writes, for as long as ``held`` lasts, and return it.
+
+    The chief writes (and so locks) the run folder; another worker of a multi-worker run
+    writes, and locks, a scratch folder of its own, so that the workers of a second launch
+    on a live run are refused too, before they could overwrite the first one's backups.
+    """
+    if role.is_chief:
+        held.enter_context(hold_folder(run_dir))
+        return run_dir
+    work_dir = worker_scratch(run_dir, role.index)
+    held.enter_context(hold_folder(work_dir, f"worker {role.index}'s folder"))
+    return work_dir
+
+
 def total_epoch_seconds(history_csv: Path) -> float:
     """Sum of the ``epoch_seconds`` column: the run's training time across resumes."""
     with open(history_csv, newline="") as handle:
@@ -158,22 +176,37 @@ def trim_history(history_csv: Path, epochs: int) -> None:
 
 
 def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
-    """Train (or, given an existing ``run_dir``, resume) a run; return its folder."""
+    """Train (or, given an existing ``run_dir``, resume) a run; return its folder.
+
+    The folder it writes stays locked until it returns or its process dies, and a
+    second training on it is refused (:func:`keras_vae.runs.hold_folder`).
+    """
+    with contextlib.ExitStack() as held:
+        return _train(config, run_dir, extra_callbacks, held)
+
+
+def _train(
+    config: RunConfig, run_dir: Path | None, extra_callbacks: Sequence, held: contextlib.ExitStack
+) -> Path:
+    role = cluster_role(config.train.strategy)
+    if role.workers > 1 and run_dir is None and not config.train.run_name:
+        raise ConfigError("a multi-worker run needs --run-name, so every worker names it alike")
+    # One training per folder: a resume is refused at once, before TensorFlow starts, if
+    # its run is still training; a new run is locked as soon as its folder exists.
+    work_dir = None if run_dir is None else hold_work_dir(held, run_dir, role)
+
     import keras
 
     from keras_vae import backup
     from keras_vae import data as vae_data
     from keras_vae.callbacks import EpochTimer
-    from keras_vae.distribute import cluster_role, make_strategy, with_shard_policy
+    from keras_vae.distribute import make_strategy, with_shard_policy
     from keras_vae.evaluate import evaluate_elbo
     from keras_vae.model import VAE
     from keras_vae.report import write_pictures
 
     # The strategy first: a multi-worker one must exist before TensorFlow runs anything.
-    role = cluster_role(config.train.strategy)
     strategy = make_strategy(config.train.strategy)
-    if role.workers > 1 and run_dir is None and not config.train.run_name:
-        raise ConfigError("a multi-worker run needs --run-name, so every worker names it alike")
     keras.utils.set_random_seed(config.train.seed)
     # Data first: a missing dataset must not leave an empty run folder behind.
     splits = vae_data.load_splits(config.data)
@@ -192,16 +225,18 @@ def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Seque
             vae_data.evaluation_dataset(val_inputs, batch_size), config.train.shard_policy
         )
 
-    if run_dir is None and role.is_chief:
-        run_dir = new_run_dir(config)
-        config.save(run_dir / CONFIG_FILE)
-    elif run_dir is None:
-        run_dir = Path(config.train.output_dir) / config.train.run_name
     # Every worker runs the same steps, saves included (they read replicated values
     # collectively), but only the chief writes into the run folder; the others write
     # to a scratch folder of their own, kept until the end so that a restarted worker
     # finds its backup, then removed.
-    work_dir = run_dir if role.is_chief else worker_scratch(run_dir, role.index)
+    if run_dir is None:
+        if role.is_chief:
+            run_dir = new_run_dir(config)
+        else:
+            run_dir = Path(config.train.output_dir) / config.train.run_name
+        work_dir = hold_work_dir(held, run_dir, role)
+        if role.is_chief:
+            config.save(run_dir / CONFIG_FILE)
     if not role.is_chief and (run_dir / BACKUP_DIR).is_dir():
         # Restarted: start from the chief's backup, so that every worker resumes at
         # the same epoch even if this one died before writing its own.

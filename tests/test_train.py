@@ -135,8 +135,10 @@ KILLED_EPOCHS = 5
 
 @pytest.fixture(scope="module")
 def killed_run(shared_data, tmp_path_factory):
-    """The incident: a real training killed with SIGKILL once it has backed up two epochs.
-    Returns the run folder and a pristine copy of it taken right after the kill."""
+    """The incidents: a real training, meanwhile asked to train its run folder a second
+    time (a --resume, directly and through the launcher), then killed with SIGKILL once
+    it has backed up two epochs. Returns the run folder, a pristine copy of it taken
+    right after the kill, the killed PID and the refused commands."""
     out = tmp_path_factory.mktemp("killed")
     holder = subprocess.Popen(
         [sys.executable, "-m", "keras_vae.train",
@@ -150,8 +152,16 @@ def killed_run(shared_data, tmp_path_factory):
     watchdog = threading.Timer(240, holder.kill)
     watchdog.start()
     run_dir = out / "killed"
+    refused = {}
     try:
         lines = iter(holder.stdout)
+        assert any(line.startswith("Epoch 1/") for line in lines), "the first run did not train"
+        for command in (
+            ["keras_vae.train", "--resume", str(run_dir)],
+            ["keras_vae.launch", "--workers", "2", "--", "--resume", str(run_dir)],
+        ):
+            refused[command[0]] = run_module(*command, timeout=60)
+        alive = holder.poll() is None
         # Epoch 3 begins once epoch 2 is backed up: then the kill, as in the incident.
         assert any(line.startswith("Epoch 3/") for line in lines), "the first run stopped"
         holder.kill()
@@ -159,17 +169,33 @@ def killed_run(shared_data, tmp_path_factory):
         holder.kill()
         holder.wait()
         watchdog.cancel()
+    assert alive, "the first training was still running while the others were refused"
     copy = out / "pristine"
     shutil.copytree(run_dir, copy)
-    return run_dir, copy
+    return run_dir, copy, holder.pid, refused
+
+
+def test_a_second_training_on_a_live_run_folder_is_refused(killed_run):
+    from keras_vae.runs import hold_folder
+
+    run_dir, _, pid, refused = killed_run
+    for command, result in refused.items():
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, command
+        assert f"run folder {run_dir} is in use" in result.stderr, result.stderr
+        assert f"(pid {pid})" in result.stderr, result.stderr
+    # The killed training left its lock file behind, but not its lock.
+    assert (run_dir / "train.lock").is_file()
+    with hold_folder(run_dir):
+        pass
 
 
 def test_a_torn_backup_resumes_from_the_one_before(killed_run, capsys):
-    run_dir, _ = killed_run
+    run_dir, _, _, _ = killed_run
     _tear(_backup_files(run_dir)[-1])
     rows_before = len(_history(run_dir))
 
-    code, _, err = _resume_in_process(capsys, run_dir)
+    code, _, err = _resume_in_process(capsys, run_dir)  # the killed run's lock file is there
     assert code == 0, err
     assert "is damaged; resuming from" in err and "Traceback" not in err
     history = _history(run_dir)
@@ -187,7 +213,7 @@ def test_a_torn_backup_resumes_from_the_one_before(killed_run, capsys):
 
 
 def test_a_resume_without_a_loadable_backup_says_what_to_do(killed_run, capsys):
-    _, run_dir = killed_run
+    _, run_dir, _, _ = killed_run
     rows = _history(run_dir)
     for path in _backup_files(run_dir):
         _tear(path)
