@@ -35,6 +35,9 @@ class ServingConfig:
     inline_rows: int = _setting(
         8, "a lone batch of at most this many rows runs on the event loop (0: never)"
     )
+    offload_min_bytes: int = _setting(
+        256 * 1024, "JSON bodies this large are decoded in a helper process (0: never)"
+    )
     # Backpressure: requests waiting per model before 503, and each one's deadline.
     max_queue: int = _setting(256, "requests waiting per model before 503")
     timeout_s: float = _setting(5.0, "deadline of each request once received")
@@ -64,6 +67,7 @@ class ServingConfig:
             (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
             (self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}"),
             (self.max_delay_ms >= 0, f"max_delay_ms must be >= 0, got {self.max_delay_ms}"),
+            (self.offload_min_bytes >= 0, "offload_min_bytes must be >= 0"),
             (self.inline_rows >= 0, f"inline_rows must be >= 0, got {self.inline_rows}"),
             (self.max_queue >= 1, f"max_queue must be >= 1, got {self.max_queue}"),
             (self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}"),

@@ -12,6 +12,9 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    def __reduce__(self):  # raised in the decoding process, re-raised in the server
+        return (ApiError, (self.status, self.message, self.headers))
+
 
 class StartupError(Exception):
     """The service cannot start; the message says why and how to fix it."""

@@ -138,8 +138,12 @@ def _tensor(tensor: Any, model: OnnxModel, binary: bytes, max_items: int) -> np.
     return np.ascontiguousarray(array, np.float32)
 
 
-def parse_infer(request: Request, model: OnnxModel, max_items: int) -> InferRequest:
-    header, binary = split_body(request.body, request.headers.get(HEADER_LENGTH))
+def parse_infer(
+    body: bytes, model: OnnxModel, header_length: str | None, max_items: int
+) -> InferRequest:
+    """An infer request's input tensor and what it asks back (``header_length``: the
+    value of Inference-Header-Content-Length, if sent)."""
+    header, binary = split_body(body, header_length)
     payload = codec.parse_json_object(header, codec.list_budget(model.item_shape, max_items))
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
@@ -244,7 +248,9 @@ def routes(service: Service):
         if tail == "/infer":
             params.require(request, "POST")
             service.check_room(model)
-            parsed = parse_infer(request, model, max_items)
+            parsed = await service.offload.call(
+                parse_infer, request.body, model, request.headers.get(HEADER_LENGTH), max_items
+            )
             outputs = await service.run(model, parsed.inputs)
             return format_infer(model, parsed, outputs)
         params.require(request, "GET")

@@ -9,6 +9,7 @@ from serving.config import ServingConfig
 from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.metrics import Metrics
+from serving.offload import Offload
 from serving.repository import load_all
 from vae_contract import ModelRepositoryError, choose_version
 
@@ -22,9 +23,11 @@ class Service:
         # Complete versions only, each verified against its manifests (serving.repository).
         self.models: dict[str, dict[int, OnnxModel]] = load_all(config.repo, config.threads)
         self.batchers: dict[tuple[str, int], Batcher] = {}
+        self.offload = Offload(config.offload_min_bytes)
         self.ready = False
 
     async def start(self) -> None:
+        self.offload.start()
         for name, versions in self.models.items():
             for version, model in versions.items():
                 model.warm_up((1, 8, self.config.max_batch_size))
@@ -46,6 +49,7 @@ class Service:
         self.ready = False
         for batcher in self.batchers.values():
             await batcher.stop()
+        self.offload.stop()
 
     @staticmethod
     def check_repository(config: ServingConfig) -> None:

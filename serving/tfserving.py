@@ -56,6 +56,14 @@ def parse_predict(payload: Any, model: OnnxModel) -> tuple[Any, bool]:
     return value, False
 
 
+def read_predict(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndarray, bool]:
+    """A predict body's batch, and whether it came in the row (``instances``) format."""
+    payload = codec.parse_json_object(body, codec.list_budget(model.item_shape, max_items))
+    value, rows = parse_predict(payload, model)
+    pixels = model.name == ENCODER
+    return codec.read_batch(value, model.item_shape, model.input_name, max_items, pixels), rows
+
+
 def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]:
     if rows:
         names = list(outputs)
@@ -126,14 +134,8 @@ def routes(service: Service):
         if tail == ":predict":
             params.require(request, "POST")
             service.check_room(model)
-            budget = codec.list_budget(model.item_shape, config.max_request_items)
-            value, rows = parse_predict(codec.parse_json_object(request.body, budget), model)
-            inputs = codec.read_batch(
-                value,
-                model.item_shape,
-                model.input_name,
-                config.max_request_items,
-                pixels=model.name == ENCODER,
+            inputs, rows = await service.offload.call(
+                read_predict, request.body, model, config.max_request_items
             )
             outputs = await service.run(model, inputs)
             return json_response(format_predict(outputs, rows))

@@ -6,14 +6,42 @@ then go in the query string). Answers as JSON, ``.npy`` or PNG (see responses).
 
 from __future__ import annotations
 
+import numpy as np
+
 from serving import codec, json_batch, params, sampling
 from serving.asgi import Request, Response
+from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.responses import arrays_response, images_response, sends_npy
 from serving.service import Service
 from vae_contract import DECODER, ENCODER, IMAGES, PROBS, Z
 
 MAX_TEMPERATURE = 10.0
+
+
+def read_images(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndarray, dict]:
+    """A JSON ``/v1/encode`` body: the images [N, *item_shape] and the other fields."""
+    if (fast := json_batch.read(body, IMAGES, model.item_shape)) is not None:
+        value, options = fast
+    else:
+        options = codec.parse_json_object(body, codec.list_budget(model.item_shape, max_items))
+        if IMAGES not in options:
+            raise ApiError(400, f'missing "{IMAGES}": a list of 28x28 images in [0, 1]')
+        value = options[IMAGES]
+    return codec.read_batch(value, model.item_shape, IMAGES, max_items, pixels=True), options
+
+
+def read_latents(body: bytes, model: OnnxModel, max_items: int) -> np.ndarray:
+    """A JSON ``/v1/decode`` body: the latent vectors [N, latent_dim]."""
+    if (fast := json_batch.read(body, Z, model.item_shape)) is not None:
+        value = fast[0]
+    else:
+        payload = codec.parse_json_object(body, codec.list_budget(model.item_shape, max_items))
+        if Z not in payload:
+            size = model.item_shape[0]
+            raise ApiError(400, f'missing "{Z}": a list of latent vectors of size {size}')
+        value = payload[Z]
+    return codec.read_batch(value, model.item_shape, Z, max_items)
 
 
 def routes(service: Service):
@@ -23,16 +51,14 @@ def routes(service: Service):
     async def encode(request: Request) -> Response:
         model = service.admit(ENCODER, params.version(request.query.get("version")))
         if sends_npy(request):
-            value, options = codec.parse_npy(request.body), request.query
-        elif (fast := json_batch.read(request.body, IMAGES, model.item_shape)) is not None:
-            value, options = fast
+            images = codec.read_batch(
+                codec.parse_npy(request.body), model.item_shape, IMAGES, max_items, pixels=True
+            )
+            options = request.query
         else:
-            budget = codec.list_budget(model.item_shape, max_items)
-            options = codec.parse_json_object(request.body, budget)
-            if IMAGES not in options:
-                raise ApiError(400, f'missing "{IMAGES}": a list of 28x28 images in [0, 1]')
-            value = options[IMAGES]
-        images = codec.read_batch(value, model.item_shape, IMAGES, max_items, pixels=True)
+            images, options = await service.offload.call(
+                read_images, request.body, model, max_items
+            )
         sample = params.flag(options.get("sample", False), "sample")
         seed = params.seed(options.get("seed"))
         outputs = await service.run(model, images)
@@ -43,18 +69,9 @@ def routes(service: Service):
     async def decode(request: Request) -> Response:
         model = service.admit(DECODER, params.version(request.query.get("version")))
         if sends_npy(request):
-            value = codec.parse_npy(request.body)
-        elif (fast := json_batch.read(request.body, Z, model.item_shape)) is not None:
-            value = fast[0]
+            z = codec.read_batch(codec.parse_npy(request.body), model.item_shape, Z, max_items)
         else:
-            budget = codec.list_budget(model.item_shape, max_items)
-            payload = codec.parse_json_object(request.body, budget)
-            if Z not in payload:
-                raise ApiError(
-                    400, f'missing "{Z}": a list of latent vectors of size {model.latent_dim}'
-                )
-            value = payload[Z]
-        z = codec.read_batch(value, model.item_shape, Z, max_items)
+            z = await service.offload.call(read_latents, request.body, model, max_items)
         outputs = await service.run(model, z)
         meta = {"model": model.name, "version": model.version}
         return images_response(request, outputs[PROBS], meta)

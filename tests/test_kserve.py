@@ -167,7 +167,6 @@ def test_malformed_v2_requests_get_a_400_naming_the_problem(url, kwargs, message
 def test_the_infer_handler_steps_alone(exported_repo, local, images):
     """decode -> run -> encode, each step called directly on a real model, no server."""
     from serving import kserve
-    from serving.asgi import Request
     from serving.engine import OnnxModel
     from serving.repository import discover
 
@@ -182,15 +181,8 @@ def test_the_infer_handler_steps_alone(exported_repo, local, images):
             "outputs": [{"name": "z_log_var", "parameters": {"binary_data": True}}],
         }
     )  # fmt: skip
-    request = Request(
-        "POST",
-        "/v2/models/vae_encoder/infer",
-        {},
-        {kserve.HEADER_LENGTH: str(len(header))},
-        header + images.tobytes(),
-        "",
-    )
-    parsed = kserve.parse_infer(request, model, max_items=8)
+    body = header + images.tobytes()
+    parsed = kserve.parse_infer(body, model, str(len(header)), max_items=8)
     assert parsed.inputs.shape == (5, 28, 28, 1) and parsed.outputs == ["z_log_var"]
     response = kserve.format_infer(model, parsed, model.run(parsed.inputs))
     length = int(response.headers[kserve.HEADER_LENGTH])
