@@ -178,6 +178,8 @@ def _regular_array(value: Any, what: str = "the array") -> np.ndarray | None:
         except (TypeError, LookupError):  # a number or object where a list belongs: ragged
             return None
         level = list(chain.from_iterable(level))
+    if bool in set(map(type, level)):  # numpy would take true for 1.0 beside numbers
+        raise ApiError(400, f"{what} contains true or false; send numbers")
     try:
         array = np.array(level)
     except ValueError:  # lists below the leaves: ragged

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
+import signal
 import struct
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from tests.conftest import REPO
@@ -205,7 +209,10 @@ BAD_REQUESTS = [
     ("/v1/encode", {"json": {"images": [[1, 2, 3]]}}, 400, "expected [N, 28, 28, 1]"),
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE, [[0.0]]]}}, 400, "ragged"),
     ("/v1/encode", {"json": {"images": [[["a"] * 28] * 28]}}, 400, "must be numbers"),
-    ("/v1/encode", {"json": {"images": [[[True] * 28] * 28]}}, 400, "must be numbers"),
+    ("/v1/encode", {"json": {"images": [[[True] * 28] * 28]}}, 400, "true or false"),
+    ("/v1/encode", {"json": {"images": [[[[0.5]] * 27 + [[True]]] * 28]}}, 400, "true or false"),
+    ("/v1/decode", {"json": {"z": [[0.5, False]]}}, 400, "true or false"),
+    ("/v1/encode", {"json": {"images": [GOOD_IMAGE] * 300}}, 413, "above the limit of 256"),
     (
         "/v1/encode",
         {"json": {"images": [[[[0.5]] + [{"a": 0.5}] * 27] * 28]}},
@@ -350,6 +357,51 @@ def test_wrong_method_is_a_json_405_with_allow_and_head_works(url):
         head = httpx.head(url + path)
         assert head.status_code == 200 and head.content == b""
         assert int(head.headers["content-length"]) == len(httpx.get(url + path).content)
+
+
+def decoder_helpers(port: str) -> list[int]:
+    """PIDs of the request-decoding helper processes of the service on ``port``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent_cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and f"\0{port}\0".encode() in parent_cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_large_json_bodies_are_decoded_off_the_loop_with_the_same_answers(url, local, splits):
+    """Bodies above --offload-min-bytes are decoded in a helper process: every protocol
+    gives the same numbers as onnxruntime, its refusals arrive as the same 4xx, and a
+    helper that dies costs one 503, not the service."""
+    many = pixels(splits, 200)
+    expected = local.encode(many)["z_mean"]
+    body = orjson.dumps({"images": many.tolist()})
+    assert len(body) > 256 * 1024  # the default --offload-min-bytes
+    got = post(url, "/v1/encode", content=body).json()["z_mean"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    predict = post(url, "/v1/models/vae_encoder:predict", json={"inputs": many.tolist()})
+    np.testing.assert_allclose(predict.json()["outputs"]["z_mean"], expected, atol=1e-5)
+    tensor = {"name": "images", "shape": list(many.shape), "datatype": "FP32"}
+    infer = {"inputs": [{**tensor, "data": many.ravel().tolist()}]}
+    v2 = post(url, "/v2/models/vae_encoder/infer", json=infer).json()
+    z_mean = next(o for o in v2["outputs"] if o["name"] == "z_mean")
+    np.testing.assert_allclose(np.reshape(z_mean["data"], (200, -1)), expected, atol=1e-5)
+    late = post(url, "/v1/encode", content=body.replace(b'"images"', b'"pictures"'))
+    assert late.status_code == 400 and 'missing "images"' in late.json()["error"]
+
+    port = url.rsplit(":", 1)[1]
+    (helper,) = decoder_helpers(port)
+    os.kill(helper, signal.SIGKILL)
+    statuses = [post(url, "/v1/encode", content=body).status_code for _ in range(2)]
+    assert statuses in ([503, 200], [200, 200]), statuses  # the kill may land before a call
+    assert decoder_helpers(port) and decoder_helpers(port) != [helper]
 
 
 def test_concurrent_requests_are_coalesced_into_batches(url, local, images):
