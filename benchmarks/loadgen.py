@@ -135,16 +135,36 @@ async def _run(
     )
 
 
-def run_load(
-    port: int, request: bytes, concurrency: int, seconds: float = 3.0, warmup: float = 0.5
-) -> LoadResult:
-    """Closed loop: ``concurrency`` users each send the next request when one returns."""
+def _runner():
     runner = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
 
         runner = uvloop.run
-    return runner(_run("127.0.0.1", port, request, concurrency, seconds, warmup))
+    return runner
+
+
+def run_load(
+    port: int, request: bytes, concurrency: int, seconds: float = 3.0, warmup: float = 0.5
+) -> LoadResult:
+    """Closed loop: ``concurrency`` users each send the next request when one returns."""
+    return _runner()(_run("127.0.0.1", port, request, concurrency, seconds, warmup))
+
+
+def run_mixed(
+    port: int, groups: dict[str, tuple[bytes, int]], seconds: float = 3.0, warmup: float = 0.5
+) -> dict[str, LoadResult]:
+    """Several closed loops at once, e.g. a normal client beside two costly ones:
+    ``groups`` maps a name to (request, concurrency); each gets its own result."""
+
+    async def together() -> dict[str, LoadResult]:
+        runs = [
+            _run("127.0.0.1", port, request, concurrency, seconds, warmup)
+            for request, concurrency in groups.values()
+        ]
+        return dict(zip(groups, await asyncio.gather(*runs), strict=True))
+
+    return _runner()(together())
 
 
 def tree_cpu_seconds(root: int) -> float:
