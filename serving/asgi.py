@@ -48,6 +48,8 @@ _RETRY = {"retry-after": "1"}
 class AsgiLimits:
     max_body_bytes: int
     max_concurrency: int
+    max_unread_bytes: int = 0  # with ``unread``: refuse new work above this
+    unread: Callable[[], int] | None = None  # bytes of answers clients have not read
 
 
 class AsgiApp:
@@ -112,6 +114,12 @@ class AsgiApp:
             return
         if self.in_progress >= self.limits.max_concurrency:
             message = f"{self.in_progress} requests in progress, the limit; retry"
+            await _send(send, self.refuse(503, message, _RETRY))
+            return
+        if self.limits.unread is not None and (
+            (unread := self.limits.unread()) > self.limits.max_unread_bytes
+        ):
+            message = f"{unread} bytes of answers wait for their clients to read them; retry"
             await _send(send, self.refuse(503, message, _RETRY))
             return
         self.in_progress += 1

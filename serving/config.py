@@ -49,6 +49,12 @@ class ServingConfig:
     max_concurrency: int = _setting(512, "requests in progress per worker before 503")
     request_timeout_s: float = _setting(30.0, "deadline to receive a whole request (else 408)")
     keep_alive_s: float = _setting(5.0, "idle keep-alive connections are closed after this")
+    max_unread_bytes: int = _setting(
+        256 * 1024 * 1024, "answers not yet read by their clients, in total, before 503"
+    )
+    write_timeout_s: float = _setting(
+        30.0, "a client that reads nothing of its answer for this long is disconnected"
+    )
     graceful_timeout_s: float = _setting(10.0, "on SIGTERM, how long requests may finish")
     # onnxruntime threads per session; 0 = all cores but one, which the event loop needs.
     intra_op_threads: int = _setting(0, "onnxruntime threads per session (0 = cores - 1)")
@@ -78,6 +84,8 @@ class ServingConfig:
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
             (self.request_timeout_s > 0, "request_timeout_s must be > 0"),
             (self.keep_alive_s > 0, "keep_alive_s must be > 0"),
+            (self.max_unread_bytes >= 1024 * 1024, "max_unread_bytes must be >= 1048576"),
+            (self.write_timeout_s > 0, "write_timeout_s must be > 0"),
             (self.graceful_timeout_s >= 0, "graceful_timeout_s must be >= 0"),
             (0 <= self.port < 65536, f"port must be in 0..65535, got {self.port}"),
             (self.intra_op_threads >= 0, "intra_op_threads must be >= 0"),

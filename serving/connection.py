@@ -11,6 +11,11 @@ connection):
 - an idle timeout from the moment a connection opens: uvicorn arms its keep-alive
   timer only after a first response;
 - a cap on open connections per worker (503 with Retry-After);
+- a bound on answers written but not read: while a client reads nothing, the next
+  request it pipelined is not started (one unread answer per connection at most;
+  uvicorn would compute and buffer them all), a client that reads nothing for
+  ``write_timeout_s`` is disconnected, and :data:`UNREAD` gives the total that
+  the ASGI app holds against ``max_unread_bytes``;
 - upgrade requests answered as plain HTTP/1.1 (there is no WebSocket endpoint).
 
 The limits come from :class:`ServingUvicornConfig`, so that worker processes,
@@ -45,6 +50,24 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class UnreadAnswers:
+    """The connections whose clients are not reading (the transport paused our writes).
+
+    One per process, like uvicorn's set of connections: it is almost always empty,
+    so the total costs nothing to compute per request.
+    """
+
+    def __init__(self) -> None:
+        self.stalled: set[LimitedHttpToolsProtocol] = set()
+
+    def bytes(self) -> int:
+        """Bytes of answers written and not yet read, on the stalled connections."""
+        return sum(p.transport.get_write_buffer_size() for p in self.stalled)
+
+
+UNREAD = UnreadAnswers()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, config: ServingUvicornConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -56,6 +79,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_raw = 0  # bytes received while the head is still incomplete
         self.in_head = False
         self.deadline: asyncio.TimerHandle | None = None
+        self.write_timeout_s = limits.write_timeout_s
+        self.write_deadline: asyncio.TimerHandle | None = None
+        self.next_deferred = False  # a pipelined request waits for the client to read
 
     # -- connection -------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -71,7 +97,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc) -> None:
         self._cancel_deadline()
+        self._writable()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The client stopped reading: count its answer as unread, and give it
+        ``write_timeout_s`` to read on before the connection is dropped."""
+        super().pause_writing()
+        UNREAD.stalled.add(self)
+        if self.write_deadline is None:
+            self.write_deadline = self.loop.call_later(self.write_timeout_s, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writable()
+        if self.next_deferred and not self.transport.is_closing():
+            self.next_deferred = False
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+
+    def _writable(self) -> None:
+        UNREAD.stalled.discard(self)
+        if self.write_deadline is not None:
+            self.write_deadline.cancel()
+            self.write_deadline = None
+
+    def _stalled(self) -> None:
+        self.write_deadline = None
+        self.transport.abort()  # its unread answer is dropped with it
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser. The idle timer stops when a request begins (not on any byte,
@@ -116,6 +171,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        if self.flow.write_paused and self.pipeline and not self.transport.is_closing():
+            # The client has not read this answer: start its next request once it does.
+            self.server_state.total_requests += 1
+            self._unset_keepalive_if_required()
+            self.next_deferred = True
+            return
         super().on_response_complete()
         if self.deadline is not None:  # the next request has begun: its deadline rules
             self._unset_keepalive_if_required()

@@ -21,7 +21,7 @@ from uvicorn.supervisors import Multiprocess
 from serving.app import build_app
 from serving.asgi import AsgiApp, AsgiLimits
 from serving.config import ServingConfig
-from serving.connection import LimitedHttpToolsProtocol, ServingUvicornConfig
+from serving.connection import UNREAD, LimitedHttpToolsProtocol, ServingUvicornConfig
 from serving.errors import StartupError
 from serving.service import Service
 
@@ -49,7 +49,9 @@ def build_asgi(config: ServingConfig) -> AsgiApp:
         # event loop runs Python; the default interval lets it wait up to 5 ms.
         sys.setswitchinterval(0.0005)
 
-    limits = AsgiLimits(config.max_body_bytes, config.max_concurrency)
+    limits = AsgiLimits(
+        config.max_body_bytes, config.max_concurrency, config.max_unread_bytes, UNREAD.bytes
+    )
     return AsgiApp(app.handle, app.refuse, limits, startup, service.stop)
 
 

@@ -207,6 +207,63 @@ def test_requests_in_progress_and_connections_are_capped_with_503(exported_repo)
         assert httpx.get(url + "/healthz").status_code == 200
 
 
+def sample_count(url: str) -> int:
+    metrics = httpx.get(url + "/metrics").text
+    found = re.search(r'vae_requests_total\{route="sample",status="200"\} (\S+)', metrics)
+    return int(float(found[1])) if found else 0
+
+
+def test_clients_that_do_not_read_hold_one_answer_each_and_are_dropped(exported_repo):
+    """Pipelined requests of a client that reads nothing are not computed ahead (one
+    unread answer per connection); above --max-unread-bytes in total new work gets 503;
+    after --write-timeout-s such clients are disconnected and the memory comes back.
+    A client that pipelines and then reads gets every answer."""
+    flags = ("--max-unread-bytes", str(1 << 20), "--write-timeout-s", "3")
+    flags += ("--max-request-items", "4096", "--log-level", "warning")
+    body = b'{"n": 512}'
+    request = b"POST /v1/sample HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    request += body
+    with running_service(exported_repo, *flags) as url:
+        port = int(url.rsplit(":", 1)[1])
+        sleepers = []
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(request * 8)
+            sleepers.append(sock)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                refused = httpx.get(url + "/healthz", timeout=10)
+                if refused.status_code == 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert refused.status_code == 503, refused.text
+            assert "wait for their clients to read them" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "1"
+            time.sleep(0.5)
+            assert sample_count(url) <= 6  # at most the answer written and the one after
+            deadline = time.monotonic() + 15  # the write timeout drops the sleepers
+            while httpx.get(url + "/healthz", timeout=10).status_code != 200:
+                assert time.monotonic() < deadline, "stalled clients were never dropped"
+                time.sleep(0.2)
+        finally:
+            for sock in sleepers:
+                sock.close()
+
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request * 4)
+            time.sleep(1)  # pipelined, unread for a while, then read
+            received = b""
+            while received.count(b"HTTP/1.1 200") < 4 or not received.endswith(b"}"):
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the connection closed before every answer arrived"
+                received += chunk
+        answers = received.split(b"HTTP/1.1 ")[1:]
+        assert [a[:3] for a in answers] == [b"200"] * 4
+
+
 def test_sigterm_lets_requests_in_flight_finish(exported_repo):
     port = free_port()
     process = subprocess.Popen(
