@@ -35,6 +35,7 @@ class LoadResult:
     seconds: float
     latencies_ms: np.ndarray
     client_cpu_s: float = 0.0
+    statuses: np.ndarray | None = None  # the status of each measured response
 
     def summary(self, items_per_request: int = 1) -> dict:
         ok = self.requests - self.errors
@@ -103,6 +104,7 @@ class _Run:
         self.start_measure = now + warmup
         self.stop = self.start_measure + seconds
         self.latencies: list[float] = []
+        self.statuses: list[int] = []
         self.requests = self.errors = 0
         self.done = asyncio.get_running_loop().create_future()
         self.open = concurrency
@@ -110,6 +112,7 @@ class _Run:
     def record(self, status: int, seconds: float, now: float) -> None:
         if now >= self.start_measure:
             self.latencies.append(seconds * 1000)
+            self.statuses.append(status)
             self.requests += 1
             self.errors += status != 200
 
@@ -130,8 +133,9 @@ async def _run(
     await run.done
     measured = run.stop - run.start_measure
     client_cpu = (time.process_time() - cpu_before) * seconds / (seconds + warmup)
+    latencies, statuses = np.array(run.latencies), np.array(run.statuses)
     return LoadResult(
-        concurrency, run.requests, run.errors, measured, np.array(run.latencies), client_cpu
+        concurrency, run.requests, run.errors, measured, latencies, client_cpu, statuses
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from benchmarks import reliability
 from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
 from serving.config import ServingConfig
 from serving.engine import OnnxModel
@@ -305,6 +306,22 @@ def service_sections(report: dict, repo: str, seconds: float, loads: dict, versi
             service.close()
 
 
+def reliability_section(repo: str, seconds: float) -> dict:
+    """What a normal client gets beside costly ones, under overload, and what clients
+    that never read cost in memory (see benchmarks/reliability.py)."""
+
+    def service(*flags: str) -> Service:
+        return Service(repo, *flags)
+
+    section = {
+        "stall": reliability.stall(service, seconds),
+        "overload": reliability.overload(service, seconds),
+        "unread_answers": reliability.unread_answers(service),
+    }
+    print(json.dumps({"reliability": section}), file=sys.stderr, flush=True)
+    return section
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     parser.add_argument("--repo", default="artifacts/models")
@@ -315,7 +332,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the floor ratios and 1 vs 2 workers (a few minutes)",
     )
+    parser.add_argument(
+        "--reliability-only",
+        action="store_true",
+        help="only the stall, overload and unread-answer figures (a few minutes)",
+    )
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.reliability_only:
+        report = {"reliability": reliability_section(args.repo, args.seconds)}
+        (out / "reliability.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return 0
 
     found = discover(args.repo)
     cpus = os.cpu_count() or 1
@@ -360,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds,
     )
     print(json.dumps({"workers": report["workers"]}), file=sys.stderr, flush=True)
+    if not args.floor_only:
+        report["reliability"] = reliability_section(args.repo, args.seconds)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.floor_only:
         (out / "floor.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
