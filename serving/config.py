@@ -23,6 +23,9 @@ class ServingConfig:
     repo: str = _setting("artifacts/models", "model repository written by `make export`")
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = _setting(8080, "port to listen on (0: any free port)")
+    poll_s: float = _setting(
+        10.0, "seconds between scans of the repository for new versions (0: never)"
+    )
     workers: int = _setting(
         1, "server processes; each loads its own sessions and batchers (see README)"
     )
@@ -71,6 +74,7 @@ class ServingConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (self.poll_s >= 0, f"poll_s must be >= 0, got {self.poll_s}"),
             (self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}"),
             (self.max_delay_ms >= 0, f"max_delay_ms must be >= 0, got {self.max_delay_ms}"),
             (self.offload_min_bytes >= 0, "offload_min_bytes must be >= 0"),

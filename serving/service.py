@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import numpy as np
 
 from serving.batcher import Batcher
 from serving.config import ServingConfig
 from serving.engine import OnnxModel
-from serving.errors import ApiError
+from serving.errors import ApiError, RepositoryError
 from serving.metrics import Metrics
 from serving.offload import Offload
-from serving.repository import load_all
+from serving.repository import load_all, open_version, scan
 from vae_contract import ModelRepositoryError, choose_version
+from vae_contract.repository import OnnxVersion
+
+log = logging.getLogger(__name__)
 
 
 class Service:
-    """Every version of both networks, loaded and warmed up before the first request."""
+    """Every version of both networks, loaded and warmed up before the first request.
+
+    Every ``poll_s`` seconds the repository is scanned again, as TF Serving and Triton
+    do, and each new complete version is verified, loaded and warmed up off the event
+    loop, then published with both its networks in one step: a request sees the new
+    pair or the old one, never one network of each. A damaged new version is logged
+    once and not served; versions removed from disk are served until a restart.
+    """
 
     def __init__(self, config: ServingConfig, metrics: Metrics | None = None):
         self.config = config
@@ -25,28 +38,79 @@ class Service:
         self.batchers: dict[tuple[str, int], Batcher] = {}
         self.offload = Offload(config.offload_min_bytes)
         self.ready = False
+        self._poller: asyncio.Task | None = None
+        self._refused: set[int] = set()  # new versions that failed to load, logged once
 
     async def start(self) -> None:
         self.offload.start()
-        for name, versions in self.models.items():
-            for version, model in versions.items():
-                model.warm_up((1, 8, self.config.max_batch_size))
-                batcher = Batcher(
-                    model,
-                    self.metrics,
-                    max_batch=self.config.max_batch_size,
-                    max_delay=self.config.max_delay_ms / 1000.0,
-                    max_queue=self.config.max_queue,
-                    timeout=self.config.timeout_s,
-                    batching=self.config.batching,
-                    inline_rows=self.config.inline_rows,
-                )
-                batcher.start()
-                self.batchers[name, version] = batcher
+        for versions in self.models.values():
+            for model in versions.values():
+                self._warm_up(model)
+                self._start_batcher(model)
         self.ready = True
+        if self.config.poll_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    def _warm_up(self, model: OnnxModel) -> None:
+        model.warm_up((1, 8, self.config.max_batch_size))
+
+    def _start_batcher(self, model: OnnxModel) -> None:
+        batcher = Batcher(
+            model,
+            self.metrics,
+            max_batch=self.config.max_batch_size,
+            max_delay=self.config.max_delay_ms / 1000.0,
+            max_queue=self.config.max_queue,
+            timeout=self.config.timeout_s,
+            batching=self.config.batching,
+            inline_rows=self.config.inline_rows,
+        )
+        batcher.start()
+        self.batchers[model.name, model.version] = batcher
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_s)
+            try:
+                await self.load_new_versions()
+            except RepositoryError as error:  # e.g. the repository was moved away
+                log.warning("scanning for new versions: %s", error)
+            except Exception:  # keep polling whatever one scan met
+                log.exception("scanning %s for new versions failed", self.config.repo)
+
+    async def load_new_versions(self) -> list[int]:
+        """Load, warm up and publish every complete version not served yet."""
+        loaded = {v for versions in self.models.values() for v in versions}
+        found = await asyncio.to_thread(scan, self.config.repo)
+        published = []
+        for number, version in sorted(found.complete.items()):
+            if number in loaded or number in self._refused:
+                continue
+            try:
+                models = await asyncio.to_thread(self._open_warm, version)
+            except RepositoryError as error:
+                self._refused.add(number)
+                log.warning("new version %d not served: %s", number, error)
+                continue
+            for model in models.values():
+                self._start_batcher(model)
+            for name, model in models.items():  # both networks, with no await between
+                self.models.setdefault(name, {})[number] = model
+            published.append(number)
+            log.warning("serving new version %d of %s", number, ", ".join(models))
+        return published
+
+    def _open_warm(self, version: OnnxVersion) -> dict[str, OnnxModel]:
+        models = open_version(version, self.config.threads)
+        for model in models.values():
+            self._warm_up(model)
+        return models
 
     async def stop(self) -> None:
         self.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         for batcher in self.batchers.values():
             await batcher.stop()
         self.offload.stop()
