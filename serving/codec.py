@@ -216,9 +216,9 @@ def check_values(array: np.ndarray, what: str, pixels: bool = False) -> None:
     if not finite:
         raise ApiError(400, f"{what} contains NaN or Inf; send finite numbers")
     if pixels and (low < 0.0 or high > 1.0):
-        raise ApiError(
-            400, f"pixel values must be in [0, 1], got [{low:g}, {high:g}]; divide by 255"
-        )
+        # The hint only where it is the likely mistake: bytes 0..255 sent as they are.
+        hint = "; divide by 255" if low >= 0.0 and 2.0 <= high <= 255.0 else ""
+        raise ApiError(400, f"pixel values must be in [0, 1], got [{low:g}, {high:g}]{hint}")
 
 
 def check_batch(

@@ -66,8 +66,10 @@ def test_operator_endpoints(url):
         "/v1/encode",
         "/v1/sample",
         "/v1/decode",
-        "/v1/models/{name}:predict",
-        "/v2/models/{name}/infer",
+        "/v1/models/vae_encoder:predict",
+        "/v1/models/vae_decoder/versions/{version}:predict",
+        "/v2/models/vae_decoder/infer",
+        "/v2/models/{name}/versions/{version}",
     } <= set(spec["paths"])
     metrics = httpx.get(url + "/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -220,7 +222,8 @@ BAD_REQUESTS = [
         "images",
     ),
     ("/v1/encode", {"content": b'{"images": [NaN]}'}, 400, "malformed JSON"),
-    ("/v1/encode", {"json": {"images": [[[2.0] * 28] * 28]}}, 400, "in [0, 1]"),
+    ("/v1/encode", {"json": {"images": [[[2.0] * 28] * 28]}}, 400, "divide by 255"),
+    ("/v1/encode", {"json": {"images": [[[1.0001] * 28] * 28]}}, 400, "got [1.0001, 1.0001]"),
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE], "seed": -1}}, 400, "seed"),
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE], "sample": "maybe"}}, 400, "sample"),
     ("/v1/encode", {"json": {"images": [GOOD_IMAGE] * 257}}, 413, "above the limit of 256"),
