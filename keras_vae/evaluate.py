@@ -5,18 +5,22 @@ Reports, on the test split binarized once with a fixed seed:
 - the importance-weighted test NLL with K samples (Burda et al.; lower is better),
   the number of active latent units, computed by :mod:`keras_vae.iwae`.
 With ``--onnx REPO`` the NLL is computed from the exported ONNX encoder and decoder
-instead, with onnxruntime, so what is deployed is what is measured.
+instead, with onnxruntime, so what is deployed is what is measured: the newest version
+exported from that very run (:func:`version_of_run`), never another run's.
 Everything is recorded in the run's ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from keras_vae.config import RunConfig
 from keras_vae.data import HELD_OUT_SEED
 from keras_vae.errors import KerasVaeError, run_cli
 from keras_vae.iwae import Decode, Encode, evaluate_likelihood
@@ -76,6 +80,85 @@ def onnx_networks(repo: str | Path, version: int | None = None) -> tuple[Encode,
     return encode, decode, encoder.version
 
 
+# Where a run's data is: commands may override these (--data-dir, --tfds-dir), and export
+# records the configuration as overridden, so they say nothing of which run a model is.
+DATA_LOCATION = {("data", "data_dir"), ("data", "tfds_dir")}
+
+
+def exported_from(source: Any, run_dir: Path, config: RunConfig) -> bool:
+    """Whether a manifest's ``source_run`` is this run: its folder's name, and its
+    configuration where both record a value (keys added to the configuration since
+    the export are no evidence either way), data location aside."""
+    if not isinstance(source, dict) or source.get("run") != run_dir.resolve().name:
+        return False
+    recorded = source.get("config")
+    ours = json.loads(json.dumps(config.to_dict()))  # tuples as lists, as recorded
+    for section, values in (recorded if isinstance(recorded, dict) else {}).items():
+        mine = ours.get(section)
+        if not isinstance(values, dict) or not isinstance(mine, dict):
+            continue
+        for key, value in values.items():
+            if (section, key) not in DATA_LOCATION and key in mine and mine[key] != value:
+                return False
+    return True
+
+
+def version_of_run(
+    repo: str | Path, run_dir: Path, config: RunConfig, version: int | None = None
+) -> int:
+    """The ONNX version of ``repo`` exported from ``run_dir``: ``version`` if it is one,
+    else the newest; or a one-line refusal saying which versions belong to which runs.
+
+    A repository holds the exports of many runs, and its latest version may be another
+    run's: measured under this run's name, its figures would describe another model
+    (issue 14). Each manifest records its ``source_run``; only manifests are read here
+    (the chosen version's files are verified when it is loaded).
+    """
+    from vae_contract.repository import ModelRepositoryError, read_manifest, scan_onnx
+
+    try:
+        found = scan_onnx(repo)
+        if version is not None:
+            found.choose(version)  # refuses a missing or incomplete version
+        sources = {
+            number: read_manifest(complete, ENCODER).get("source_run")
+            for number, complete in sorted(found.complete.items())
+        }
+    except ModelRepositoryError as error:
+        raise KerasVaeError(str(error)) from None
+    ours = [n for n, source in sources.items() if exported_from(source, run_dir, config)]
+    if ours and version is None:
+        return ours[-1]
+    if version in ours:
+        return version
+    groups: dict[str, list[str]] = {}
+    for number, source in sources.items():
+        groups.setdefault(_owner(source, run_dir, number in ours), []).append(str(number))
+    owners = "; ".join(
+        f"{owner}: version{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}"
+        for owner, numbers in groups.items()
+    )
+    if version is not None:
+        raise KerasVaeError(
+            f"ONNX version {version} in {found.root} was not exported from run {run_dir} "
+            f"({owners}); pass a version of this run, or leave --onnx-version out"
+        )
+    raise KerasVaeError(
+        f"no ONNX version in {found.root} was exported from run {run_dir} ({owners}); "
+        f'export it first (`make export ARGS="{run_dir}"`)'
+    )
+
+
+def _owner(source: Any, run_dir: Path, ours: bool) -> str:
+    """How a refusal names the run a version was exported from."""
+    name = source.get("run") if isinstance(source, dict) else None
+    if not isinstance(name, str):
+        return "an unrecorded run"
+    if name == run_dir.resolve().name and not ours:
+        return f"another run named {name} (its configuration differs)"
+    return f"run {name}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m keras_vae.evaluate",
@@ -92,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iwae-seed", type=int, default=0, help="seed of the importance samples")
     parser.add_argument("--images", type=int, default=0, help="first N test images (0 = all)")
     parser.add_argument("--onnx", metavar="REPO", help="measure the exported ONNX graphs in REPO")
-    parser.add_argument("--onnx-version", type=int, help="ONNX version (default: latest)")
+    parser.add_argument(
+        "--onnx-version",
+        type=int,
+        help="ONNX version, which must be an export of the run (default: its newest export)",
+    )
     return parser
 
 
@@ -101,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 0 or args.images < 0:
         raise KerasVaeError("--k and --images must be >= 0")
     run_dir, config = resolve_run(args.run_dir, args.runs, args.data_dir, args.tfds_dir)
+    # Decided before anything slow, so that a run with no export of its own is refused at once.
+    onnx_version = version_of_run(args.onnx, run_dir, config, args.onnx_version) if args.onnx else 0
 
     from keras_vae.data import held_out_inputs, load_tfds_split
 
@@ -111,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run: {run_dir}")
     metrics: dict = {}
     if args.onnx:
-        encode, decode, version = onnx_networks(args.onnx, args.onnx_version)
+        encode, decode, version = onnx_networks(args.onnx, onnx_version)
+        metrics["onnx_version"] = version
         prefix = "onnx_"
-        print(f"networks: ONNX version {version} from {args.onnx}")
+        print(f"networks: ONNX version {version} from {args.onnx}, exported from this run")
     else:
         from keras_vae.runs import load_vae
 

@@ -152,7 +152,9 @@ def test_keras_and_onnx_paths_agree_on_the_same_samples(trained_run, exported_re
 
 
 def test_evaluate_cli_records_the_nll_and_runs_on_onnx(trained_run, exported_repo, tmp_path):
-    run = tmp_path / "run"  # a copy: the shared run's metrics stay as training wrote them
+    # A copy (the shared run's metrics stay as training wrote them), under the run's own
+    # name: evaluate --onnx takes only versions exported from the run it names.
+    run = tmp_path / trained_run.name
     shutil.copytree(trained_run, run)
     trained = json.loads((run / "metrics.json").read_text())
     result = run_module("keras_vae.evaluate", str(run), "--k", "5", "--images", "200")
