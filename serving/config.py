@@ -11,6 +11,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from vae_contract import MAX_BATCH_SIZE, MAX_REQUEST_ITEMS
+
 LOG_LEVELS = ("debug", "info", "warning")
 
 
@@ -33,7 +35,7 @@ class ServingConfig:
     # request arrives the batcher waits at most max_delay_ms for more. With 0 it waits
     # for nothing: requests that arrive while a batch runs form the next one.
     batching: bool = _setting(True, "coalesce concurrent requests (--no-batching to turn off)")
-    max_batch_size: int = _setting(64, "rows per onnxruntime call")
+    max_batch_size: int = _setting(MAX_BATCH_SIZE, "rows per onnxruntime call")
     max_delay_ms: float = _setting(0.0, "longest wait for a batch to fill")
     inline_rows: int = _setting(
         8, "a lone batch of at most this many rows runs on the event loop (0: never)"
@@ -45,7 +47,7 @@ class ServingConfig:
     max_queue: int = _setting(256, "requests waiting per model before 503")
     timeout_s: float = _setting(5.0, "deadline of each request once received")
     # Limits on what one request may ask for, and on the connections.
-    max_request_items: int = _setting(1024, "largest batch one request may send")
+    max_request_items: int = _setting(MAX_REQUEST_ITEMS, "largest batch one request may send")
     max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body")
     max_head_bytes: int = _setting(16 * 1024, "largest request line plus headers (else 431)")
     max_connections: int = _setting(1024, "open connections per worker before 503")

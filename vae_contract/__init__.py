@@ -24,6 +24,14 @@ REQUIRED_OUTPUTS = {ENCODER: OUTPUTS[ENCODER], DECODER: (PROBS,)}  # logits may 
 ONNX_DIR, TF_DIR = "onnx", "tf"
 ONNX_FILE = "model.onnx"
 
+# Request sizes, shared by every server of the repository: our service's defaults
+# (serving/config.py), TF Serving's batching.config and Triton's config.pbtxt
+# (export/tf_serving_config.py, export/triton_config.py). A client that one of them
+# accepts is accepted by all: one request may carry up to MAX_REQUEST_ITEMS rows, and
+# one model call runs at most MAX_BATCH_SIZE of them (a larger request is split).
+MAX_REQUEST_ITEMS = 1024
+MAX_BATCH_SIZE = 64
+
 
 def input_shape(network: str, latent_dim: int) -> list[int | None]:
     """Input shape with a dynamic (None) batch dimension."""
@@ -53,6 +61,8 @@ __all__ = [
     "INPUTS",
     "LOGITS",
     "MANIFEST_FILE",
+    "MAX_BATCH_SIZE",
+    "MAX_REQUEST_ITEMS",
     "NETWORKS",
     "ONNX_DIR",
     "ONNX_FILE",
