@@ -55,6 +55,17 @@ def flag(value: Any, what: str) -> bool:
     raise ApiError(400, f"{what} must be true or false, got {describe(value)}")
 
 
+def integral(value: Any) -> Any:
+    """A float with no fractional part as the integer it is, anything else unchanged.
+
+    JSON has one number type and JSON Schema counts ``5.0`` as an integer, so clients
+    (and the OpenAPI document's checkers) may send ``"n": 5.0``; it means 5.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def seed(value: Any, what: str = "seed") -> int | None:
     if value is None:
         return None
@@ -62,15 +73,20 @@ def seed(value: Any, what: str = "seed") -> int | None:
         number = decimal(value)
         if number is not None:
             return number
-    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
-        return value
+    elif (
+        isinstance(number := integral(value), int)
+        and not isinstance(number, bool)
+        and 0 <= number < 2**64
+    ):
+        return number
     raise ApiError(400, f"{what} must be a non-negative integer below 2**64, got {describe(value)}")
 
 
 def positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = integral(value)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise ApiError(400, f"{what} must be a positive integer, got {describe(value)}")
-    return value
+    return number
 
 
 def require(request: Request, method: str) -> None:

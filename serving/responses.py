@@ -43,6 +43,9 @@ def wants(request: Request) -> str:
 
 
 def images_response(request: Request, images: np.ndarray, extra: dict) -> Response:
+    """Decoded images as the client asked. They are Bernoulli means, in [0, 1] as the
+    OpenAPI document says: onnxruntime's float32 sigmoid can return 1.0000001."""
+    images = np.clip(images, 0.0, 1.0)
     media = wants(request)
     if media == PNG:
         return Response(200, encode_png(grid(images)), PNG)
