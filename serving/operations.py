@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from serving import codec
 from serving.asgi import Request, Response
 from serving.openapi import openapi
 from serving.responses import json_response
@@ -22,8 +23,16 @@ def routes(service: Service):
     async def metrics(request: Request) -> Response:
         return Response(200, service.metrics.render(), "text/plain; version=0.0.4")
 
+    documents: dict[tuple, bytes] = {}  # one, for the versions being served
+
     async def openapi_json(request: Request) -> Response:
-        return json_response(openapi())
+        # New versions may be published while the service runs (their numbers are in the
+        # document); building it takes ~2 ms, so it is rebuilt only when they change.
+        served = tuple((name, tuple(versions)) for name, versions in service.models.items())
+        if served not in documents:
+            documents.clear()
+            documents[served] = codec.dump_json(openapi(service))
+        return Response(200, documents[served], codec.JSON)
 
     return [
         ("/healthz", "healthz", healthz, ("GET",)),
