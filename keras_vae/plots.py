@@ -50,26 +50,81 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     )
 
 
-def save_latent_map(z_mean: np.ndarray, labels: np.ndarray, path: Path) -> None:
-    """Posterior means of held-out images in a 2-D latent space, coloured by class."""
-    figure, axis = plt.subplots(figsize=(7, 6))
-    points = axis.scatter(z_mean[:, 0], z_mean[:, 1], c=labels, cmap="tab10", s=2, alpha=0.7)
-    figure.colorbar(points, ax=axis, ticks=range(10), label="label")
-    axis.set_xlabel("z[0]")
+# z values marked on both latent pictures' axes.
+Z_TICKS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def prior_cdf(z: np.ndarray) -> np.ndarray:
+    """Φ(z), the standard normal CDF: where ``z`` sits on the pictures' unit-square axes."""
+    return np.vectorize(NormalDist().cdf, otypes=[np.float64])(np.asarray(z, np.float64))
+
+
+def _z_axes(axis: plt.Axes) -> None:
+    """Unit-square axes ticked in z, shared by the latent map and the manifold.
+
+    As in Kingma & Welling's manifold figure, position u on an axis stands for
+    z = Φ⁻¹(u): equal lengths hold equal prior mass, so decoded cells can be laid out
+    evenly and both pictures put every z at the same place.
+    """
+    ticks = prior_cdf(np.array(Z_TICKS))
+    axis.set_xlim(0.0, 1.0)
+    axis.set_ylim(0.0, 1.0)
+    axis.set_xticks(ticks, [f"{z:g}" for z in Z_TICKS])
+    axis.set_yticks(ticks, [f"{z:g}" for z in Z_TICKS])
+    axis.set_xlabel("z[0]  (axis spaced by Φ(z): equal lengths, equal prior mass)")
     axis.set_ylabel("z[1]")
+    axis.set_aspect("equal")
+
+
+def latent_map_figure(z_mean: np.ndarray, labels: np.ndarray) -> plt.Figure:
+    """Posterior means of held-out images in a 2-D latent space, coloured by class."""
+    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+    u = prior_cdf(z_mean[:, :2])
+    points = axis.scatter(u[:, 0], u[:, 1], c=labels, cmap="tab10", s=2, alpha=0.7)
+    figure.colorbar(points, ax=axis, ticks=range(10), label="label", shrink=0.8)
+    _z_axes(axis)
     axis.set_title("latent map of the test set (posterior means)")
+    return figure
+
+
+def save_latent_map(z_mean: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """The latent map as a PNG, on the same axes as :func:`save_manifold`."""
+    figure = latent_map_figure(z_mean, labels)
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 
 def manifold_grid(size: int = 20) -> np.ndarray:
-    """Latent points on Gaussian quantiles, so each cell covers equal prior mass."""
-    quantiles = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, size)])
+    """Latent points z = Φ⁻¹(u) at the centres of a ``size`` × ``size`` unit-square grid.
+
+    Each cell covers an equal share of the prior, and the grid is the one the
+    pictures' axes draw: cell centres at u = (i + ½) / size.
+    """
+    centres = (np.arange(size) + 0.5) / size
+    quantiles = np.array([NormalDist().inv_cdf(p) for p in centres])
     # Rows go top to bottom with decreasing z[1], like a plot's y axis.
     return np.array([[x, y] for y in quantiles[::-1] for x in quantiles], dtype=np.float32)
 
 
-def save_manifold(probs: np.ndarray, path: Path) -> None:
-    """The decoded images of :func:`manifold_grid`, laid out as the grid."""
+def manifold_figure(probs: np.ndarray) -> plt.Figure:
+    """The decoded images of :func:`manifold_grid`, each drawn over its own cell."""
     size = int(round(np.sqrt(len(probs))))
-    _save_picture(tile(probs, size), path, "decoded manifold over Gaussian quantiles of z")
+    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+    axis.imshow(
+        tile(probs, size),
+        cmap="gray",
+        vmin=0.0,
+        vmax=1.0,
+        extent=(0.0, 1.0, 0.0, 1.0),
+        interpolation="nearest",
+    )
+    _z_axes(axis)
+    axis.set_title(f"decoded manifold: z = Φ⁻¹(u) on a {size}×{size} grid of the unit square")
+    return figure
+
+
+def save_manifold(probs: np.ndarray, path: Path) -> None:
+    """The manifold as a PNG, on the same axes as :func:`save_latent_map`."""
+    figure = manifold_figure(probs)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
