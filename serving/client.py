@@ -93,9 +93,11 @@ class VaeClient:
             body["seed"] = seed
         return self._post("/v1/sample", json=body, headers={"accept": NPY})
 
-    def sample_png(self, n: int, seed: int | None = None) -> bytes:
+    def sample_png(self, n: int, seed: int | None = None, scale: int = 1) -> bytes:
+        """A PNG grid of n samples, each pixel drawn as a ``scale`` × ``scale`` block."""
         body = {"n": n} if seed is None else {"n": n, "seed": seed}
-        response = self._http.post("/v1/sample", json=body, params={"format": "png"})
+        params = {"format": "png", "scale": str(scale)}
+        response = self._http.post("/v1/sample", json=body, params=params)
         if response.status_code != 200:
             raise ServiceError(response.status_code, response.text[:200])
         return response.content

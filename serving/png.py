@@ -9,8 +9,12 @@ import zlib
 import numpy as np
 
 
-def grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
-    """Tile [N, H, W(, 1)] values in [0, 1] into one uint8 picture, as square as possible."""
+def grid(images: np.ndarray, padding: int = 2, scale: int = 1) -> np.ndarray:
+    """Tile [N, H, W(, 1)] values in [0, 1] into one uint8 picture, as square as possible.
+
+    ``scale`` repeats every pixel into a ``scale`` × ``scale`` block: 28-pixel digits are
+    too small to see on a screen, and blocks keep the model's pixels sharp.
+    """
     images = images.reshape(images.shape[0], images.shape[1], images.shape[2])
     count, height, width = images.shape
     columns = math.ceil(math.sqrt(count))
@@ -23,7 +27,7 @@ def grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)
         canvas[top : top + height, left : left + width] = image
-    return canvas
+    return canvas.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else canvas
 
 
 def encode_png(picture: np.ndarray) -> bytes:

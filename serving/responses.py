@@ -10,10 +10,12 @@ from serving import codec
 from serving.asgi import Request, Response
 from serving.codec import JSON, NPY, PNG
 from serving.errors import ApiError
+from serving.params import decimal, describe
 from serving.png import encode_png, grid
 from vae_contract import IMAGES
 
 FORMATS = {"json": JSON, "npy": NPY, "png": PNG}
+MAX_SCALE = 8  # 8 × 122 pixels for 16 samples; 64 samples at 8× are already 1,936 wide
 
 
 def json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -42,13 +44,24 @@ def wants(request: Request) -> str:
     return JSON
 
 
+def png_scale(request: Request) -> int:
+    """``?scale=`` of a PNG answer: how many screen pixels per model pixel (default 1)."""
+    raw = request.query.get("scale")
+    if raw is None:
+        return 1
+    number = decimal(raw)
+    if number is None or not 1 <= number <= MAX_SCALE:
+        raise ApiError(400, f"scale must be an integer from 1 to {MAX_SCALE}, got {describe(raw)}")
+    return number
+
+
 def images_response(request: Request, images: np.ndarray, extra: dict) -> Response:
     """Decoded images as the client asked. They are Bernoulli means, in [0, 1] as the
     OpenAPI document says: onnxruntime's float32 sigmoid can return 1.0000001."""
     images = np.clip(images, 0.0, 1.0)
-    media = wants(request)
+    media, scale = wants(request), png_scale(request)
     if media == PNG:
-        return Response(200, encode_png(grid(images)), PNG)
+        return Response(200, encode_png(grid(images, scale=scale)), PNG)
     if media == NPY:
         return Response(200, codec.dump_npy(images), NPY)
     return json_response({**extra, IMAGES: images})
