@@ -322,11 +322,51 @@ def reliability_section(repo: str, seconds: float) -> dict:
     return section
 
 
+def measured_model(repo: str | Path) -> dict:
+    """Which model a report measured, from the manifests of the latest complete version
+    (the one the service loads): figures without it cannot be compared across runs."""
+    from vae_contract.repository import read_manifest, scan_onnx
+
+    version = scan_onnx(repo).choose()
+    manifest = read_manifest(version, ENCODER)
+    source = manifest.get("source_run") or {}
+    config = source.get("config") or {}
+    return {
+        "repository": str(repo),
+        "models": [ENCODER, DECODER],
+        "version": version.number,
+        "source_run": source.get("run"),
+        "latent_dim": manifest["latent_dim"],
+        "dataset": (config.get("data") or {}).get("dataset"),
+        "architecture": (config.get("model") or {}).get("architecture"),
+        "exported": manifest.get("created"),
+    }
+
+
+def describe_model(model: dict) -> str:
+    """One line for a plot title: models, version, source run, dataset and latent size."""
+    return (
+        f"{'/'.join(model['models'])} v{model['version']} from run {model['source_run']} "
+        f"({model['dataset']}, {model['architecture']}, latent {model['latent_dim']})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
-    parser.add_argument("--repo", default="artifacts/models")
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
-    parser.add_argument("--out", default="artifacts/bench")
+    parser.add_argument(
+        "--repo",
+        default="artifacts/models",
+        help="model repository; its latest complete version is measured (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="per measurement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        default="artifacts/bench",
+        help="folder for serving.json and serving.png (floor.json, reliability.json with "
+        "--floor-only, --reliability-only) (default: %(default)s)",
+    )
     parser.add_argument(
         "--floor-only",
         action="store_true",
@@ -340,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    model = measured_model(args.repo)
     if args.reliability_only:
-        report = {"reliability": reliability_section(args.repo, args.seconds)}
+        report = {"model": model, "reliability": reliability_section(args.repo, args.seconds)}
         (out / "reliability.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
         return 0
@@ -350,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 1
     service_threads = ServingConfig().threads
     report: dict = {
+        "model": model,
         "machine": {"cpus": cpus},
         "seconds_per_point": args.seconds,
         "service_intra_op_threads": service_threads,
@@ -478,8 +520,9 @@ def plot(report: dict, path: Path) -> None:
     handles, labels = left.get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
     figure.suptitle(
-        "keras-vae serving on a 2-core machine (solid: batching on, dashed: off; "
-        "dotted: onnxruntime alone at batch 64)"
+        f"keras-vae serving on a {report['machine']['cpus']}-core machine: "
+        f"{describe_model(report['model'])}\n"
+        "(solid: batching on, dashed: off; dotted: onnxruntime alone at batch 64)"
     )
     figure.tight_layout(rect=(0, 0.14, 1, 1))
     figure.savefig(path, dpi=110)

@@ -17,8 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and ONNX graphs, parity-checked, as a new integer version.",
     )
     parser.add_argument("run_dir", nargs="?", help="run folder (default: the latest under --runs)")
-    parser.add_argument("--runs", default="artifacts/runs", help="where run folders are")
-    parser.add_argument("--repo", default="artifacts/models", help="model repository folder")
+    parser.add_argument(
+        "--runs", default="artifacts/runs", help="where run folders are (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repo", default="artifacts/models", help="model repository folder (default: %(default)s)"
+    )
     parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
     parser.add_argument(
         "--atol", type=float, default=ATOL, help=f"absolute difference allowed ({ATOL:g})"
@@ -30,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"plus this much of the Keras value's magnitude ({RTOL:g}), as numpy.allclose",
     )
     parser.add_argument(
-        "--parity-examples", type=int, default=1000, help="test images / latent vectors compared"
+        "--parity-examples",
+        type=int,
+        default=1000,
+        help="test images / latent vectors compared (default: %(default)s)",
     )
     parser.add_argument("--data-dir", help="override the run's data dir (official .gz files)")
     parser.add_argument("--tfds-dir", help="override where TFDS keeps prepared data")

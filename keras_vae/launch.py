@@ -129,10 +129,25 @@ def main(argv: list[str] | None = None) -> int:
         description="Train with N local workers: python -m keras_vae.launch --workers 2 -- "
         "<keras_vae.train flags>",
     )
-    parser.add_argument("--workers", type=int, default=2, help="number of worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="number of worker processes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="folder with the official .gz files (or one sub-folder per dataset), passed to "
+        "every worker as keras_vae.train's --data-dir; default: $KERAS_VAE_DATA_DIR, else "
+        "TFDS downloads them",
+    )
     args = parser.parse_args(own)
     if args.workers < 1:
         raise KerasVaeError(f"--workers must be >= 1, got {args.workers}")
+    if args.data_dir:
+        # The launcher is run directly, not through make (which adds DATA_DIR itself).
+        if "--resume" in train_flags:
+            raise KerasVaeError(
+                "--data-dir does not apply to --resume: a resumed run reads its saved config"
+            )
+        train_flags = [*train_flags, "--data-dir", args.data_dir]
     prepare_data(train_flags)
     return launch(args.workers, train_flags)
 
