@@ -11,10 +11,14 @@ ARGS   ?=
 
 install: $(STAMP)
 
+# tensorflow-serving-api (TF Serving's protos, for export's warm-up records and the tests)
+# is installed last and without its dependencies: its wheel requires the `tensorflow`
+# wheel, a second TensorFlow beside tensorflow-cpu. Its release matches tensorflow-cpu's.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[train,export,serve,dev]"
+	$(PY) -m pip install --quiet --no-deps "tensorflow-serving-api==2.21.*"
 	touch $(STAMP)
 
 train: $(STAMP)
