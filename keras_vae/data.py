@@ -16,14 +16,22 @@ checked against the official data's pixel sum and label counts: TFDS names an
 extraction after the archive's file name alone, so in its shared
 ``downloads/extracted`` folder the second of the two datasets prepared used to
 reuse the first one's images, and the cache then served them forever (issue 14).
+
+Without a data folder, the download hosts are probed first: offline, TFDS retried
+each file ten times with back-off, 3 min 43 s of warnings before failing (issue 14).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import socket
 import struct
+import threading
+import urllib.parse
+import urllib.request
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +40,7 @@ import numpy as np
 
 from keras_vae.config import DATA_DIR_ENV, DataConfig
 from keras_vae.errors import DataError
+from keras_vae.quiet import silence_tfds_progress
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
@@ -207,6 +216,63 @@ def extraction_dir(builder: tfds.core.DatasetBuilder) -> Path:
     return Path(str(builder.data_dir_root)) / "downloads" / builder.name / "extracted"
 
 
+# How long a download host (or the proxy in front of it) may take to accept a connection
+# before we call the network unreachable; a host that slow could not deliver 50 MB anyway.
+PROBE_SECONDS = 5.0
+
+OFFLINE_HINT = (
+    "use the official .gz files instead: `make train DATA_DIR=<folder>`, or --data-dir "
+    f"<folder> (or {DATA_DIR_ENV}=<folder>); see the README's Quick start"
+)
+
+
+def probe_address(url: str) -> tuple[str, int]:
+    """The host and port a download of ``url`` connects to first: its proxy's, if one
+    applies (``HTTPS_PROXY`` and the like, as requests reads them), else its own."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host = parts.hostname or ""
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def unreachable(addresses: Iterable[tuple[str, int]], timeout: float = PROBE_SECONDS) -> list[str]:
+    """The ``host:port`` addresses that do not accept a TCP connection within ``timeout``.
+
+    All are tried at once, each in a daemon thread, because name resolution has no
+    timeout of its own and may hang on a machine without a resolver.
+    """
+    addresses = sorted(set(addresses))
+    reached: set[tuple[str, int]] = set()
+
+    def attempt(address: tuple[str, int]) -> None:
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                reached.add(address)
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=attempt, args=(a,), daemon=True) for a in addresses]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return [f"{host}:{port}" for host, port in addresses if (host, port) not in reached]
+
+
+def check_download_hosts(builder: tfds.core.DatasetBuilder, dataset: str) -> None:
+    """Refuse at once, in one line, when the hosts TFDS would download from are unreachable."""
+    urls = builder.url_infos or {}
+    missing = unreachable(probe_address(url) for url in urls)
+    if missing:
+        raise DataError(
+            f"cannot download {dataset}: {', '.join(missing)} is unreachable (offline?); "
+            + OFFLINE_HINT
+        )
+
+
 def prepare(builder: tfds.core.DatasetBuilder, config: DataConfig) -> None:
     """Download (or read from ``config.data_dir``) and prepare the dataset, once."""
     import tensorflow_datasets as tfds
@@ -215,6 +281,8 @@ def prepare(builder: tfds.core.DatasetBuilder, config: DataConfig) -> None:
     if config.data_dir:
         manual_dir = resolve_manual_dir(config.dataset, config.data_dir)
         check_official_files(manual_dir, config.dataset)
+    else:
+        check_download_hosts(builder, config.dataset)
     download_config = tfds.download.DownloadConfig(
         manual_dir=str(manual_dir) if manual_dir else None,
         extract_dir=str(extraction_dir(builder)),
@@ -223,8 +291,7 @@ def prepare(builder: tfds.core.DatasetBuilder, config: DataConfig) -> None:
         builder.download_and_prepare(download_config=download_config)
     except OSError as error:
         raise DataError(
-            f"could not download {config.dataset} ({type(error).__name__}); pass --data-dir "
-            f"(or set {DATA_DIR_ENV}) to a folder with the official .gz files"
+            f"could not download {config.dataset} ({type(error).__name__}); " + OFFLINE_HINT
         ) from None
 
 
@@ -260,6 +327,7 @@ def load_tfds_split(config: DataConfig, split: str) -> tuple[np.ndarray, np.ndar
     checked to be ``config.dataset``'s official data (see :func:`check_prepared`)."""
     import tensorflow_datasets as tfds
 
+    silence_tfds_progress()
     builder = tfds.builder(config.dataset, data_dir=config.tfds_dir)
     if not builder.is_prepared():
         prepare(builder, config)

@@ -36,6 +36,7 @@ from keras_vae.config import (
 )
 from keras_vae.distribute import Role, cluster_role
 from keras_vae.errors import ConfigError, run_cli
+from keras_vae.quiet import silence_libraries
 from keras_vae.runs import (
     BACKUP_DIR,
     CONFIG_FILE,
@@ -47,6 +48,9 @@ from keras_vae.runs import (
     new_run_dir,
     update_metrics,
 )
+
+# Seconds between two progress lines of an epoch (keras_vae.progress).
+DEFAULT_PROGRESS_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run with its own config"
     )
+    output = parser.add_argument_group("output (not part of the run's configuration)")
+    output.add_argument(
+        "--progress-seconds",
+        type=float,
+        help=f"a progress line every N seconds of an epoch (default {DEFAULT_PROGRESS_SECONDS:g}; "
+        "0: off)",
+    )
+    output.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's and TFDS's own INFO lines and progress bars",
+    )
     return parser
+
+
+# Flags about what is printed: a --resume may change them, and no run records them.
+OUTPUT_FLAGS = {"progress_seconds", "verbose"}
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -175,18 +195,28 @@ def trim_history(history_csv: Path, epochs: int) -> None:
     os.replace(partial, history_csv)
 
 
-def train(config: RunConfig, run_dir: Path | None = None, extra_callbacks: Sequence = ()) -> Path:
+def train(
+    config: RunConfig,
+    run_dir: Path | None = None,
+    extra_callbacks: Sequence = (),
+    progress_seconds: float = DEFAULT_PROGRESS_SECONDS,
+) -> Path:
     """Train (or, given an existing ``run_dir``, resume) a run; return its folder.
 
     The folder it writes stays locked until it returns or its process dies, and a
-    second training on it is refused (:func:`keras_vae.runs.hold_folder`).
+    second training on it is refused (:func:`keras_vae.runs.hold_folder`). The chief
+    prints a progress line every ``progress_seconds`` of an epoch (0: none).
     """
     with contextlib.ExitStack() as held:
-        return _train(config, run_dir, extra_callbacks, held)
+        return _train(config, run_dir, extra_callbacks, held, progress_seconds)
 
 
 def _train(
-    config: RunConfig, run_dir: Path | None, extra_callbacks: Sequence, held: contextlib.ExitStack
+    config: RunConfig,
+    run_dir: Path | None,
+    extra_callbacks: Sequence,
+    held: contextlib.ExitStack,
+    progress_seconds: float,
 ) -> Path:
     role = cluster_role(config.train.strategy)
     if role.workers > 1 and run_dir is None and not config.train.run_name:
@@ -203,6 +233,7 @@ def _train(
     from keras_vae.distribute import make_strategy, with_shard_policy
     from keras_vae.evaluate import evaluate_elbo
     from keras_vae.model import VAE
+    from keras_vae.progress import ProgressLine
     from keras_vae.report import write_pictures
 
     # The strategy first: a multi-worker one must exist before TensorFlow runs anything.
@@ -274,6 +305,10 @@ def _train(
         backup.EpochBackup(work_dir / BACKUP_DIR),  # last: it commits the epoch
         *extra_callbacks,
     ]
+    if progress_seconds > 0 and role.is_chief:  # one worker's lines say it for all
+        callbacks.append(
+            ProgressLine(progress_seconds, batch_size, steps_per_epoch, config.train.epochs)
+        )
     print(
         f"training {config.data.dataset}: {len(splits.train_images)} images, "
         f"{steps_per_epoch} steps/epoch, {vae.count_params():,} parameters, "
@@ -289,7 +324,7 @@ def _train(
         validation_data=validation,
         shuffle=False,  # the stream shuffles itself, reproducibly
         callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=2,  # a line per epoch; ProgressLine speaks during one
     )
     train_seconds = time.perf_counter() - started
     model_path = work_dir / MODEL_FILE
@@ -343,8 +378,12 @@ def _train(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    silence_libraries(getattr(args, "verbose", False))  # before TensorFlow is imported
+    progress_seconds = getattr(args, "progress_seconds", DEFAULT_PROGRESS_SECONDS)
+    if progress_seconds < 0:
+        build_parser().error(f"--progress-seconds must be >= 0, got {progress_seconds:g}")
     if getattr(args, "resume", None):
-        others = set(vars(args)) - {"resume"}
+        others = set(vars(args)) - {"resume"} - OUTPUT_FLAGS
         if others:
             build_parser().error(
                 f"--resume continues a run with its saved config; drop {', '.join(sorted(others))}"
@@ -355,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         if (run_dir / MODEL_FILE).is_file() and not (run_dir / BACKUP_DIR).exists():
             print(f"{run_dir} already finished training; nothing to resume", file=sys.stderr)
             return 0
-        train(load_config(run_dir), run_dir=run_dir)
+        train(load_config(run_dir), run_dir=run_dir, progress_seconds=progress_seconds)
         return 0
-    train(config_from_args(args))
+    train(config_from_args(args), progress_seconds=progress_seconds)
     return 0
 
 

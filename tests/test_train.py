@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,22 +104,36 @@ class _StopAfterEpoch(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(data_config, tmp_path):
-    from dataclasses import replace
-
+@pytest.fixture(scope="module")
+def resumed_run(shared_data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A small real run crashed after its second epoch, then resumed by the command line as
+    a user runs it: no TF_CPP_MIN_LOG_LEVEL, and a progress line every 0.1 s."""
+    from keras_vae.config import DataConfig
     from keras_vae.train import train
 
+    out = tmp_path_factory.mktemp("crashy")
     config = RunConfig(
-        data=replace(data_config, train_size=512, validation_size=0),
+        data=DataConfig(
+            data_dir=str(shared_data), tfds_dir=str(TFDS_DIR), train_size=512, validation_size=0
+        ),
         model=ModelConfig(latent_dim=2, conv_filters=(8, 16), hidden_units=32),
-        train=TrainConfig(epochs=3, output_dir=str(tmp_path), run_name="crashy"),
+        train=TrainConfig(epochs=3, output_dir=str(out), run_name="crashy"),
     )
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, extra_callbacks=[_StopAfterEpoch(1)])
-    run_dir = tmp_path / "crashy"
+    run_dir = out / "crashy"
     assert (run_dir / "backup").is_dir() and not (run_dir / "model.keras").exists()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_vae.train", "--resume", str(run_dir),
+         "--progress-seconds", "0.1"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+    )  # fmt: skip
+    return run_dir, result
 
-    result = run_module("keras_vae.train", "--resume", str(run_dir))
+
+def test_an_interrupted_run_resumes_where_it_stopped(resumed_run):
+    run_dir, result = resumed_run
     assert result.returncode == 0, result.stderr
     history = _history(run_dir)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2]
@@ -128,6 +143,28 @@ def test_an_interrupted_run_resumes_where_it_stopped(data_config, tmp_path):
     )
     assert (run_dir / "model.keras").is_file() and not (run_dir / "backup").exists()
     assert "nothing to resume" in run_module("keras_vae.train", "--resume", str(run_dir)).stderr
+
+
+# What TensorFlow and TFDS print by themselves: C++ log lines (I0000 00:00:... file.cc:123]),
+# absl and Python logging, tqdm bars.
+LIBRARY_LINE = re.compile(
+    r"^[IWE]\d{4} |^(INFO|WARNING|DEBUG):|absl::InitializeLog|cpu_feature_guard|"
+    r"Dl Completed|Generating splits|Extraction completed"
+)
+
+
+def test_training_prints_progress_lines_and_not_the_libraries_own(resumed_run):
+    """Issue 14: an epoch was silent for minutes while TensorFlow's INFO lines and TFDS's
+    bars filled the log. Here TF_CPP_MIN_LOG_LEVEL is unset, as for a user."""
+    _, result = resumed_run
+    progress = re.findall(
+        r"^epoch 3/3 step \d+/4: [\d,]+ images/s, loss \d+\.\d\d, ", result.stdout, re.M
+    )
+    assert progress, result.stdout
+    noise = [
+        line for line in (result.stdout + result.stderr).splitlines() if LIBRARY_LINE.search(line)
+    ]
+    assert not noise, noise
 
 
 KILLED_EPOCHS = 5
