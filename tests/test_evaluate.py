@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from keras_vae.errors import KerasVaeError
-from keras_vae.evaluate import version_of_run
+from keras_vae.evaluate import build_parser, protocol, version_of_run
 from keras_vae.runs import load_config
 from tests.conftest import run_module
 from vae_contract import NETWORKS
@@ -126,3 +126,18 @@ def test_evaluate_records_its_own_runs_version_and_leaves_the_record_alone_if_no
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert refused.stderr.count("\n") == 1 and "run other: version 2" in refused.stderr
     assert (run / "metrics.json").read_bytes() == before
+
+
+def test_the_default_nll_is_a_quick_estimate_and_full_is_the_headline_protocol():
+    """Issue 14: the default was the headline protocol, up to an hour on two cores."""
+
+    def chosen(*flags: str) -> tuple[int, int]:
+        return protocol(build_parser().parse_args(list(flags)))
+
+    assert chosen() == (100, 2000)  # (K, images; 0 = all)
+    assert chosen("--full") == (1000, 0)
+    assert chosen("--full", "--images", "500") == (1000, 500)  # explicit flags win
+    assert chosen("--k", "20") == (20, 2000)
+    assert chosen("--k", "0") == (0, 0)  # the ELBO alone takes seconds: every image
+    with pytest.raises(KerasVaeError, match="must be >= 0"):
+        chosen("--images", "-1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -160,6 +161,17 @@ def test_evaluate_cli_records_the_nll_and_runs_on_onnx(trained_run, exported_rep
     result = run_module("keras_vae.evaluate", str(run), "--k", "5", "--images", "200")
     assert result.returncode == 0, result.stderr
     assert "test NLL (IWAE, K=5)" in result.stdout and "active units" in result.stdout
+    # Before the NLL starts: what is measured, how long it should take, how to get the
+    # headline figure.
+    expected = re.search(
+        r"^IWAE NLL with K=5 on the first 200 of 10,000 test images: about (\d+) s ",
+        result.stdout,
+        re.M,
+    )
+    assert expected, result.stdout
+    assert f'the headline protocol (K=1000, all images) is `make evaluate ARGS="{run} --full"`' in (
+        result.stdout
+    )
     recorded = json.loads((run / "metrics.json").read_text())
     # A partial evaluation is recorded apart: the full test set's ELBO is untouched.
     assert recorded["test_elbo"] == trained["test_elbo"]
