@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from export.deploy_configs import write_deploy_configs
 from export.manifest import MANIFEST_FILE, file_table, tool_versions
 from export.onnx_graph import OPSET, onnx_outputs, write_onnx
 from export.parity import ATOL, RTOL, ParityReport, compare
 from export.repository import choose_version, publish, staging, version_dirs
-from export.savedmodel import savedmodel_outputs, write_savedmodel, write_warmup
-from export.tf_serving_config import write_configs
+from export.savedmodel import savedmodel_outputs, warmup_batches, write_savedmodel, write_warmup
+from export.tf_serving_config import tf_serving_protos
 from keras_vae.config import RunConfig
 from keras_vae.runs import METRICS_FILE, MODEL_FILE, check_run_dir, load_config, load_vae
 from vae_contract import (
@@ -43,6 +44,7 @@ class ExportResult:
     repo: Path
     folders: list[Path]
     parity: list[ParityReport] = field(default_factory=list)
+    configs: list[Path] = field(default_factory=list)  # the servers' files (deploy_configs)
 
 
 def parity_inputs(config: RunConfig, latent_dim: int, examples: int) -> dict[str, np.ndarray]:
@@ -138,9 +140,12 @@ def export_run(
     Every artifact is read back from disk and compared with the Keras model before
     anything is published; on any failure the repository is left as it was, and if the
     process is killed, the next export removes what it left (export/repository.py).
+    Then the servers' configuration files are written for this version
+    (export/deploy_configs.py).
     """
     run_dir = check_run_dir(run_dir)
     repo = Path(repo)
+    tf_serving_protos()  # missing, it is said now rather than after the model is converted
     config = config or load_config(run_dir)
     vae = load_vae(run_dir / MODEL_FILE)
     metrics_path = run_dir / METRICS_FILE
@@ -158,9 +163,7 @@ def export_run(
             reference = keras_outputs(vae, network, inputs[network])
             saved = folders[TF_DIR, network]
             write_savedmodel(vae, network, saved)
-            write_warmup(
-                saved, network, INPUTS[network], [inputs[network][:1], inputs[network][:8]]
-            )
+            write_warmup(saved, network, INPUTS[network], warmup_batches(inputs[network]))
             candidate = savedmodel_outputs(saved, network, inputs[network])
             reports.append(compare(network, "tf_saved_model", reference, candidate, atol, rtol))
 
@@ -177,5 +180,5 @@ def export_run(
             )
             (folder / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         published = publish(stage, repo, version, export_id)
-    write_configs(repo / TF_DIR)
-    return ExportResult(version, repo, published, reports)
+    configs = write_deploy_configs(repo, latent_dim=latent)
+    return ExportResult(version, repo, published, reports, configs)

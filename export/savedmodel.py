@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from export.functions import input_spec, serving_function
-from vae_contract import ENCODER, INPUTS, SIGNATURE
+from export.tf_serving_config import tf_serving_protos
+from vae_contract import ENCODER, INPUTS, MAX_BATCH_SIZE, SIGNATURE
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
@@ -34,31 +35,30 @@ def savedmodel_outputs(path: Path, network: str, inputs: np.ndarray) -> dict[str
     return {name: value.numpy() for name, value in outputs.items()}
 
 
-# TF Serving replays the PredictionLog records of the warm-up file at load time,
-# so the first real request does not pay for lazy initialisation. The messages are
-# encoded by hand (tensorflow-serving-api would pull a second TensorFlow).
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def predict_log(model_name: str, input_name: str, batch: np.ndarray) -> bytes:
-    """A serialized ``tensorflow.serving.PredictionLog`` holding one PredictRequest."""
+    """A serialized ``tensorflow.serving.PredictionLog`` holding one PredictRequest.
+
+    TF Serving replays these records at load time (``--enable_model_warmup``, on by
+    default), so the first real request does not pay for lazy initialisation. Built with
+    TF Serving's own protos, so the records are what the server parses.
+    """
     import tensorflow as tf
 
-    tensor = tf.make_tensor_proto(batch).SerializeToString()
-    model_spec = _field(1, model_name.encode()) + _field(3, SIGNATURE.encode())
-    inputs_entry = _field(1, input_name.encode()) + _field(2, tensor)
-    request = _field(1, model_spec) + _field(2, inputs_entry)
-    return _field(6, _field(1, request))  # PredictionLog.predict_log -> PredictLog.request
+    protos = tf_serving_protos()
+    request = protos.predict_pb2.PredictRequest(
+        model_spec=protos.model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE)
+    )
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(batch))
+    log = protos.prediction_log_pb2.PredictionLog(
+        predict_log=protos.prediction_log_pb2.PredictLog(request=request)
+    )
+    return log.SerializeToString()
+
+
+def warmup_batches(inputs: np.ndarray) -> list[np.ndarray]:
+    """1 row, 8 rows, and a whole model call (MAX_BATCH_SIZE), as far as ``inputs`` go."""
+    sizes = sorted({min(size, len(inputs)) for size in (1, 8, MAX_BATCH_SIZE)})
+    return [inputs[:size] for size in sizes]
 
 
 def write_warmup(path: Path, model_name: str, input_name: str, batches: list[np.ndarray]) -> None:

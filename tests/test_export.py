@@ -19,7 +19,11 @@ ONNX = "onnx/{}/{}/model.onnx"
 def test_repository_layout_and_tf_serving_config(exported_repo):
     for fmt in ("tf", "onnx"):
         for network in ("vae_encoder", "vae_decoder"):
-            assert sorted(p.name for p in (exported_repo / fmt / network).iterdir()) == ["1"]
+            beside = ["config.pbtxt"] if fmt == "onnx" else []  # Triton's, beside its versions
+            assert sorted(p.name for p in (exported_repo / fmt / network).iterdir()) == [
+                "1",
+                *beside,
+            ]
     saved = exported_repo / "tf" / "vae_encoder" / "1"
     assert (saved / "saved_model.pb").is_file() and (saved / "variables").is_dir()
     assert (saved / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
@@ -247,3 +251,20 @@ def test_a_model_file_that_is_not_a_vae_is_refused(trained_run, tmp_path):
     result = run_module("export", str(fake), "--repo", str(tmp_path / "m"))
     assert result.returncode == 2 and "cannot load" in result.stderr
     assert not (tmp_path / "m" / "tf").exists()
+
+
+def test_export_without_tf_serving_protos_is_refused_before_any_work(
+    trained_run, tmp_path, monkeypatch
+):
+    """The warm-up records need tensorflow-serving-api; its absence is said in one line, first."""
+    from export.build import export_run
+    from keras_vae.errors import KerasVaeError
+
+    for name in [m for m in sys.modules if m.startswith("tensorflow_serving")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tensorflow_serving", None)  # import fails
+    with pytest.raises(
+        KerasVaeError, match=r'pip install --no-deps "tensorflow-serving-api==2\.21'
+    ):
+        export_run(trained_run, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
