@@ -1,4 +1,8 @@
-"""``python -m export [RUN_DIR]``: publish a trained run as a new model-repository version."""
+"""``python -m export [RUN_DIR]``: publish a trained run as a new model-repository version.
+
+``python -m export config --repo DIR [--base PATH]``: write the servers' configuration
+files of a repository again, for where it is now or where a server will see it.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export",
         description="Export a trained run's encoder and decoder as TF Serving SavedModels "
-        "and ONNX graphs, parity-checked, as a new integer version.",
+        "and ONNX graphs, parity-checked, as a new integer version, then write the TF "
+        "Serving and Triton configuration files.",
+        epilog="`python -m export config --help`: write those files again, for a repository "
+        "that moved or for the path a server sees it at.",
     )
     parser.add_argument("run_dir", nargs="?", help="run folder (default: the latest under --runs)")
     parser.add_argument(
@@ -44,7 +51,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_config_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export config",
+        description="Write the TF Serving files of <repo>/tf (models.config, "
+        "models.docker.config, batching.config) and Triton's config.pbtxt of each "
+        "<repo>/onnx model again. TF Serving needs absolute base paths (it refuses relative "
+        "ones), so models.config names the tf/ folder as it is when written: run this after "
+        "moving the repository, or with --base for the path a server sees it at.",
+    )
+    parser.add_argument(
+        "--repo", default="artifacts/models", help="model repository folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--base",
+        help="where the TF Serving server finds <repo>/tf: an absolute path or a URI such as "
+        "gs://bucket/models (default: the absolute path of <repo>/tf on this machine)",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        help="print models.config for --base instead of writing any file",
+    )
+    return parser
+
+
+def config_main(argv: list[str]) -> int:
+    """``python -m export config``: needs no TensorFlow, so it runs in a second."""
+    from pathlib import Path
+
+    from export.deploy_configs import write_deploy_configs
+    from export.tf_serving_config import MODELS_CONFIG, models_config
+    from keras_vae.errors import KerasVaeError
+    from vae_contract import TF_DIR, ModelRepositoryError
+
+    args = build_config_parser().parse_args(argv)
+    repo = Path(args.repo)
+    tf_root = repo / TF_DIR
+    if not tf_root.is_dir():
+        raise KerasVaeError(f"{tf_root} does not exist; pass the --repo that `make export` wrote")
+    base = args.base
+    if base is not None and not (base.startswith("/") or "://" in base):
+        raise KerasVaeError(
+            f"--base must be an absolute path or a URI (TF Serving refuses relative base "
+            f"paths), got {base!r}"
+        )
+    if args.print:
+        print(models_config(base or str(tf_root.resolve())), end="")
+        return 0
+    try:
+        written = write_deploy_configs(repo, base)
+    except ModelRepositoryError as error:
+        raise KerasVaeError(str(error)) from None
+    print("written:")
+    for path in written:
+        print(f"  {path}")
+    shown = base or tf_root.resolve()
+    print(f"{tf_root / MODELS_CONFIG} serves {shown}/<model>/<highest version>")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["config"]:
+        return config_main(argv[1:])
     args = build_parser().parse_args(argv)
     from keras_vae.errors import KerasVaeError
 
@@ -72,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"version {result.version} published:")
     for folder in result.folders:
         print(f"  {folder}")
+    print("server configuration (python -m export config to write it for another place):")
+    for path in result.configs:
+        print(f"  {path}")
     print(f"parity vs the Keras model ({result.parity[0].examples} examples, max |diff|):")
     for report in result.parity:
         figures = ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())

@@ -9,7 +9,6 @@ repository, when it is there.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_module
 from vae_contract import (
     DECODER,
     ENCODER,
@@ -238,6 +237,47 @@ def test_triton_configs_parse_with_tritons_proto_and_match_the_graphs(exported_r
     assert {DECODER, ENCODER} == {p.parent.name for p in exported_repo.glob("onnx/*/config.pbtxt")}
 
 
+def test_config_command_rewrites_models_config_for_a_moved_repository(exported_repo, tmp_path):
+    from google.protobuf import text_format
+
+    moved = tmp_path / "moved"
+    shutil.copytree(exported_repo, moved)
+    (moved / "tf" / "batching.config").unlink()
+    (moved / "onnx" / ENCODER / "config.pbtxt").unlink()
+
+    def base_paths() -> list[str]:
+        text = (moved / "tf" / "models.config").read_text()
+        config = text_format.Parse(text, model_server_config())
+        return [entry.base_path for entry in config.model_config_list.config]
+
+    # Copied as is, it still names the old place: the silent break this command fixes.
+    assert base_paths()[0].startswith(str(exported_repo.resolve()))
+    done = run_module("export", "config", "--repo", str(moved), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert base_paths() == [f"{(moved / 'tf').resolve()}/{n}" for n in NETWORKS]
+    for path in [moved / "tf" / "batching.config", moved / "onnx" / ENCODER / "config.pbtxt"]:
+        assert path.is_file() and str(path) in done.stdout
+    assert (moved / "onnx" / ENCODER / "config.pbtxt").read_text() == (
+        exported_repo / "onnx" / ENCODER / "config.pbtxt"
+    ).read_text()
+
+    done = run_module("export", "config", "--repo", str(moved), "--base", "/srv/vae/tf")
+    assert done.returncode == 0, done.stderr
+    assert base_paths() == [f"/srv/vae/tf/{n}" for n in NETWORKS]
+    printed = run_module("export", "config", "--repo", str(moved), "--base", "gs://b/m", "--print")
+    assert printed.returncode == 0 and 'base_path: "gs://b/m/vae_decoder"' in printed.stdout
+    assert base_paths() == [f"/srv/vae/tf/{n}" for n in NETWORKS]  # --print writes nothing
+    leftovers = [p for p in moved.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+    refused = run_module("export", "config", "--repo", str(moved), "--base", "models")
+    assert refused.returncode == 2
+    assert "--base must be an absolute path or a URI" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    missing = run_module("export", "config", "--repo", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
 PEERS_TRITON = REPO / ".venv-peers" / "lib"
 SKIP_TRITON = (
     "the real Triton core comes with nvidia-pytriton in .venv-peers, which is absent "
@@ -269,7 +309,6 @@ def run_triton(core: Path, repository: Path) -> tuple[int, str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "LD_LIBRARY_PATH": ""},
     )
     return done.returncode, done.stdout + done.stderr
 
