@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,6 +49,19 @@ def _ready() -> bool:
     return True
 
 
+def _exit_with(parent: int) -> None:
+    """In the helper: exit as soon as the server that started it is gone. A server killed
+    with SIGKILL, or re-raising SIGTERM after its shutdown, runs no clean-up, and an
+    orphaned helper would live on, holding the server's stderr open."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class Offload:
     """One helper process; bodies of at least ``min_bytes`` are decoded there (0: never)."""
 
@@ -63,7 +79,12 @@ class Offload:
     @staticmethod
     def _new_pool() -> ProcessPoolExecutor:
         # spawn, not fork: the server process already runs threads (onnxruntime's).
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
 
     async def call(self, decode: Callable[..., T], body: bytes, model: Any, *args: Any) -> T:
         """``decode(body, model, *args)``, in the helper when ``body`` is large."""
@@ -80,6 +101,7 @@ class Offload:
             ) from None
 
     def stop(self) -> None:
+        """Stop the helper and wait for it (it is idle, or finishing one decode)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
