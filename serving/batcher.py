@@ -44,7 +44,7 @@ from serving.metrics import Metrics
 class _Pending:
     """A queued request; ``taken`` rows of it are already in batches, ``parts`` answered."""
 
-    __slots__ = ("inputs", "future", "deadline", "taken", "parts")
+    __slots__ = ("inputs", "future", "deadline", "taken", "parts", "answered")
 
     def __init__(self, inputs: np.ndarray, future: asyncio.Future, deadline: float):
         self.inputs = inputs
@@ -52,6 +52,7 @@ class _Pending:
         self.deadline = deadline
         self.taken = 0
         self.parts: list[dict[str, np.ndarray]] = []
+        self.answered = 0  # rows of the parts
 
     def answer(self, outputs: dict[str, np.ndarray], start: int, stop: int) -> None:
         """Rows [start, stop) of ``outputs`` are this request's next slice."""
@@ -60,7 +61,8 @@ class _Pending:
             self.future.set_result(part)
             return
         self.parts.append(part)
-        if sum(len(next(iter(p.values()))) for p in self.parts) == len(self.inputs):
+        self.answered += stop - start
+        if self.answered == len(self.inputs):
             self.future.set_result({k: np.concatenate([p[k] for p in self.parts]) for k in part})
 
 

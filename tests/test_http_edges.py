@@ -168,7 +168,8 @@ def test_a_stalled_request_gets_408_and_an_idle_connection_is_closed(port):
 
 
 def slow_sample(url: str, results: list, n: int = 4096) -> threading.Thread:
-    """A request that takes a while: n one-row onnxruntime calls (--max-batch-size 1)."""
+    """A request that takes a while: n one-row onnxruntime calls (--max-batch-size 1),
+    ~2 s on an idle machine; callers raise --timeout-s so that a loaded one does not 504."""
 
     def call():
         results.append(httpx.post(url + "/v1/sample", json={"n": n}, timeout=60))
@@ -180,7 +181,7 @@ def slow_sample(url: str, results: list, n: int = 4096) -> threading.Thread:
 
 def test_requests_in_progress_and_connections_are_capped_with_503(exported_repo):
     flags = ("--max-concurrency", "1", "--max-connections", "3", "--max-batch-size", "1")
-    flags += ("--max-request-items", "4096", "--log-level", "warning")
+    flags += ("--max-request-items", "4096", "--log-level", "warning", "--timeout-s", "60")
     with running_service(exported_repo, *flags) as url:
         port = int(url.rsplit(":", 1)[1])
         results: list = []
@@ -268,7 +269,8 @@ def test_sigterm_lets_requests_in_flight_finish(exported_repo):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--repo", str(exported_repo), "--port", str(port)]
-        + ["--max-batch-size", "1", "--max-request-items", "4096", "--log-level", "warning"],
+        + ["--max-batch-size", "1", "--max-request-items", "4096", "--log-level", "warning"]
+        + ["--timeout-s", "60"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
