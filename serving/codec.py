@@ -34,10 +34,10 @@ def parse_json(body: bytes) -> Any:
 
 def list_budget(item_shape: tuple[int, ...], max_items: int) -> int:
     """How many JSON lists a request of at most ``max_items`` nested items may hold:
-    one per item per axis but the last (an image: 1 + 28 + 28 * 28), plus a few for the
-    batch and the other fields."""
+    one per item per axis but the last (an image: 1 + 28 + 28 * 28), plus room for the
+    batch and the other fields (an Open Inference Protocol ``parameters`` is free-form)."""
     per_item = sum(math.prod(item_shape[:axis]) for axis in range(len(item_shape)))
-    return max_items * per_item + 16
+    return max_items * per_item + 256
 
 
 def parse_json_object(body: bytes, max_lists: int | None = None) -> dict:
@@ -63,6 +63,7 @@ _HEADER = re.compile(
 
 
 MAX_DIMS = 8
+MAX_ABS_VALUE = 1e4  # of a latent vector: far outside the prior, still finite through the decoder
 _ONE_BITS = int(np.float32(1.0).view(np.uint32))
 _HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}  # parsed .npy headers
 
@@ -215,10 +216,27 @@ def check_values(array: np.ndarray, what: str, pixels: bool = False) -> None:
         finite = bool(np.isfinite(array).all())
     if not finite:
         raise ApiError(400, f"{what} contains NaN or Inf; send finite numbers")
+    if not pixels and (largest := float(np.abs(array).max())) > MAX_ABS_VALUE:
+        raise ApiError(
+            400,
+            f"{what} holds {largest:g}; values beyond ±{MAX_ABS_VALUE:g} overflow the "
+            "network's float32 arithmetic (the prior puts z within a few units of 0)",
+        )
     if pixels and (low < 0.0 or high > 1.0):
         # The hint only where it is the likely mistake: bytes 0..255 sent as they are.
         hint = "; divide by 255" if low >= 0.0 and 2.0 <= high <= 255.0 else ""
         raise ApiError(400, f"pixel values must be in [0, 1], got [{low:g}, {high:g}]{hint}")
+
+
+def item_forms(item_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The shapes accepted for one item: its own, then without a last axis of 1, and flat
+    (an image as [28, 28, 1], [28, 28] or [784]); a vector has no other form."""
+    if len(item_shape) < 2:
+        return (item_shape,)
+    flat = (math.prod(item_shape),)
+    if item_shape[-1] == 1:
+        return (item_shape, item_shape[:-1], flat)
+    return (item_shape, flat)
 
 
 def check_batch(
@@ -233,9 +251,8 @@ def check_batch(
     items = array.shape[0]
     if items > max_items:
         raise ApiError(413, f"{what} has {items} items, above the limit of {max_items}; split it")
-    size = math.prod(item_shape)
     if array.shape[1:] != item_shape:
-        if array.ndim >= 2 and math.prod(array.shape[1:]) == size and len(item_shape) > 1:
+        if array.shape[1:] in item_forms(item_shape):
             array = array.reshape((items, *item_shape))
         else:
             raise ApiError(400, f"{what} has shape {list(array.shape)}; expected {expected}")

@@ -59,6 +59,16 @@ def _field(tensor: dict, key: str, kind: type, where: str):
     return value
 
 
+def _parameters(owner: dict, where: str) -> dict:
+    """``owner["parameters"]``: absent means none; anything but an object is a 400."""
+    if "parameters" not in owner:
+        return {}
+    value = owner["parameters"]
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{where} parameters must be an object")
+    return value
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary part after it."""
     if header_length is None:
@@ -99,11 +109,9 @@ def _tensor(tensor: Any, model: OnnxModel, binary: bytes, max_items: int) -> np.
     if tuple(shape[1:]) != model.item_shape:
         raise ApiError(400, f"{where} has shape {shape}; {model.name} takes {expected}")
     count = math.prod(shape)
-    extra = tensor.get("parameters") or {}
-    if not isinstance(extra, dict):
-        raise ApiError(400, f"{where} parameters must be an object")
-    size = extra.get("binary_data_size")
-    if size is not None:
+    extra = _parameters(tensor, where)
+    if "binary_data_size" in extra:
+        size = extra["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ApiError(400, f"{where} binary_data_size must be a non-negative integer")
         if size != len(binary):
@@ -149,15 +157,13 @@ def parse_infer(
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise ApiError(400, f'"inputs" must be a list of one tensor, {model.input_name!r}')
     array = _tensor(inputs[0], model, binary, max_items)
-    options = payload.get("parameters") or {}
-    if not isinstance(options, dict):
-        raise ApiError(400, '"parameters" must be an object')
+    options = _parameters(payload, "the request")
     binary_all = params.flag(options.get("binary_data_output", False), "binary_data_output")
     if "classification" in options:
         raise ApiError(400, "the classification extension is not supported; ask for raw outputs")
-    requested = payload.get("outputs") or None  # absent or [] : every output
+    requested = payload.get("outputs")  # absent or []: every output
     names, binary_names = list(model.output_names), set(model.output_names) if binary_all else set()
-    if requested is not None:
+    if requested is not None and requested != []:
         if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
             raise ApiError(400, '"outputs" must be a list of objects with a "name"')
         names, binary_names = [], set()
@@ -171,9 +177,7 @@ def parse_infer(
                 )
             if name in names:
                 raise ApiError(400, f"output {name!r} is asked for twice")
-            extra = output.get("parameters") or {}
-            if not isinstance(extra, dict):
-                raise ApiError(400, f"output {name!r} parameters must be an object")
+            extra = _parameters(output, f"output {name!r}")
             if "classification" in extra:
                 raise ApiError(
                     400, "the classification extension is not supported; ask for raw outputs"

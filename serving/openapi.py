@@ -19,7 +19,8 @@ import math
 from itertools import permutations
 from typing import TYPE_CHECKING, Any
 
-from serving.codec import JSON, NPY, PNG
+from serving.codec import JSON, MAX_ABS_VALUE, NPY, PNG, item_forms
+from serving.responses import MAX_SCALE
 from serving.vae_api import MAX_TEMPERATURE
 from vae_contract import DECODER, ENCODER, IMAGES, SIGNATURE, Z
 
@@ -35,12 +36,7 @@ NUMBER: Schema = {"type": "number"}
 PIXEL: Schema = {"type": "number", "minimum": 0, "maximum": 1}
 # numpy rounds float64 to float32 to nearest, ties to even: below this bound a number is a
 # finite float32; from it on it becomes infinity, which the service refuses with a 400.
-FLOAT32_BOUND = 2.0**128 - 2.0**103
-FLOAT32: Schema = {
-    "type": "number",
-    "exclusiveMinimum": -FLOAT32_BOUND,
-    "exclusiveMaximum": FLOAT32_BOUND,
-}
+LATENT: Schema = {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
 FLAG: Schema = {
     "description": "true or false, or the strings true, false, 1, 0 in any case",
     "anyOf": [
@@ -56,10 +52,8 @@ SEED: Schema = {
         {"type": "string", "pattern": "^[0-9]{1,19}$"},
     ],
 }
-# serving/kserve.py reads its optional fields as ``value or default``: these count as absent.
-ABSENT: Schema = {"description": "read as absent", "enum": [None, False, 0, "", [], {}]}
-# The decoder's outputs for a z of huge (finite) values are NaN, which JSON spells null.
-NAN: Schema = {"type": "null", "description": "NaN: the network overflowed (z far too large)"}
+# An infer request's "outputs" of null or [] asks for every output, as if absent.
+EVERY_OUTPUT: Schema = {"description": "every output", "enum": [None, []]}
 FORMATS = ["json", "npy", "png"]
 
 
@@ -85,19 +79,6 @@ def _nested(shape: tuple[int, ...], leaf: Schema) -> Schema:
     for size in reversed(shape):
         leaf = _array(leaf, size, size)
     return leaf
-
-
-def _item_forms(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The documented item shapes the service reads as ``shape``: [28, 28, 1], [28, 28]
-    and [784] for an image (codec.check_batch reshapes any shape of the same size)."""
-    forms, squeezed = [shape], shape
-    while len(squeezed) > 1 and squeezed[-1] == 1:
-        squeezed = squeezed[:-1]
-    if squeezed != shape:
-        forms.append(squeezed)
-    if len(shape) > 1:
-        forms.append((math.prod(shape),))
-    return forms
 
 
 def _binary(description: str, media: str = BINARY) -> Schema:
@@ -201,20 +182,16 @@ class _Builder:
     @staticmethod
     def leaf(model: OnnxModel) -> Schema:
         """One input value: a pixel in [0, 1] for the encoder, a finite float32 for z."""
-        return PIXEL if model.name == ENCODER else FLOAT32
-
-    @staticmethod
-    def output_leaf(model: OnnxModel, leaf: Schema = NUMBER) -> Schema:
-        """One output value: ``leaf``, or from the decoder also NaN (null)."""
-        return {"anyOf": [leaf, NAN]} if model.name == DECODER else leaf
+        return PIXEL if model.name == ENCODER else LATENT
 
     def batch(self, model: OnnxModel) -> Schema:
         """A request's batch, 1 to max_items items of one of the documented item forms."""
         shape = ", ".join(map(str, model.item_shape))
-        what = "pixel values in [0, 1]" if model.name == ENCODER else "finite float32 values"
+        bounded = f"values within ±{MAX_ABS_VALUE:g}"
+        what = "pixel values in [0, 1]" if model.name == ENCODER else bounded
         forms = [
             _array(_nested(form, self.leaf(model)), 1, self.max_items)
-            for form in _item_forms(model.item_shape)
+            for form in item_forms(model.item_shape)
         ]
         schema = forms[0] if len(forms) == 1 else {"anyOf": forms}
         description = f"a batch [N, {shape}] of {what}, 1 <= N <= {self.max_items}"
@@ -268,9 +245,10 @@ class _Builder:
     # -- the VAE API ---------------------------------------------------------------
 
     def vae_post(
-        self, summary: str, body: Schema, ok: Schema, network: str, npy: str = ""
+        self, summary: str, body: Schema, ok: Schema, network: str, npy: str = "", png: bool = False
     ) -> Schema:
-        """A /v1 operation; ``npy`` describes the .npy body it also takes (none if empty)."""
+        """A /v1 operation; ``npy`` describes the .npy body it also takes (none if empty);
+        ``png``: it answers PNG grids, whose ``?scale=`` it then takes."""
         content = {JSON: {"schema": body}}
         if npy:
             content[NPY] = _binary(f"{npy}; never pickled objects", NPY)
@@ -279,6 +257,11 @@ class _Builder:
             self.version_parameter([network], "query"),
             _parameter("format", "query", "answer format, before the Accept header", formats),
         ]
+        if png:
+            scale = {"type": "integer", "minimum": 1, "maximum": MAX_SCALE}
+            parameters.append(
+                _parameter("scale", "query", "screen pixels per model pixel of a PNG", scale)
+            )
         # A body is required unless every field of it is optional (/v1/sample).
         request = {"required": "required" in body, "content": content}
         return self.operation("post", summary, ok, INFERENCE, parameters, request)
@@ -310,9 +293,7 @@ class _Builder:
             )
         if DECODER in self.latest:
             decoder = self.latest[DECODER]
-            images = _array(
-                _nested(self.outputs(decoder)["probs"], self.output_leaf(decoder, PIXEL)), 1
-            )
+            images = _array(_nested(self.outputs(decoder)["probs"], PIXEL), 1)
             binary = {
                 NPY: _binary(".npy float32 [N, 28, 28, 1]", NPY),
                 PNG: _binary("a grey-scale PNG grid of the images", PNG),
@@ -324,6 +305,7 @@ class _Builder:
                 _ok("the images; .npy or a PNG grid with Accept or ?format=", answer, binary),
                 DECODER,
                 "a .npy array [N, latent]",
+                png=True,
             )
             z = _array(_nested((decoder.latent_dim,), NUMBER), 1)
             answer = _object({**meta, IMAGES: images, Z: z}, ("model", "version", IMAGES, Z))
@@ -342,6 +324,7 @@ class _Builder:
                     binary,
                 ),
                 DECODER,
+                png=True,
             )
         return paths
 
@@ -393,7 +376,7 @@ class _Builder:
                 1,
                 self.max_items,
             )
-            for form in _item_forms(model.item_shape)
+            for form in item_forms(model.item_shape)
         ]
         columns = {"anyOf": [batch, _object({name: batch}, (name,), additionalProperties=False)]}
         request = _object(
@@ -405,7 +388,7 @@ class _Builder:
             description='exactly one of "instances" (row format) or "inputs" (columnar)',
             oneOf=[{"required": ["instances"]}, {"required": ["inputs"]}],
         )
-        outputs, value = self.outputs(model), self.output_leaf(model)
+        outputs, value = self.outputs(model), NUMBER
         if len(outputs) == 1:
             predictions = outputs_value = _array(_nested(next(iter(outputs.values())), value), 1)
         else:
@@ -492,17 +475,14 @@ class _Builder:
         shape = (1, *model.item_shape)
         count, leaf = math.prod(shape), self.leaf(model)
         item = ", ".join(map(str, model.item_shape))
-        parameters = _object(
-            {"binary_data_size": {"type": "null"}},
-            description="binary_data_size: only with the binary extension",
-        )
+        parameters = _object({}, description="binary_data_size: only with the binary extension")
         tensor = _object(
             {
                 "name": {"enum": [model.input_name]},
                 "shape": {"const": list(shape)},
                 "datatype": {"enum": ["FP32"]},
                 "data": {"anyOf": [_array(leaf, count, count), _nested(shape, leaf)]},
-                "parameters": {"anyOf": [parameters, ABSENT]},
+                "parameters": parameters,
             },
             ("name", "shape", "datatype", "data"),
             description=(
@@ -513,7 +493,7 @@ class _Builder:
         )
         outputs = list(self.outputs(model))
         no_classification = {"not": {"required": ["classification"]}}
-        output_parameters = {"anyOf": [_object({"binary_data": FLAG}, **no_classification), ABSENT]}
+        output_parameters = _object({"binary_data": FLAG}, **no_classification)
         output = {
             n: _object({"name": {"enum": [n]}, "parameters": output_parameters}, ("name",))
             for n in outputs
@@ -530,11 +510,9 @@ class _Builder:
                 "inputs": {"type": "array", "prefixItems": [tensor], "minItems": 1, "items": False},
                 "outputs": {
                     "description": "absent or empty: every output",
-                    "anyOf": [*asked, ABSENT],
+                    "anyOf": [*asked, EVERY_OUTPUT],
                 },
-                "parameters": {
-                    "anyOf": [_object({"binary_data_output": FLAG}, **no_classification), ABSENT]
-                },
+                "parameters": _object({"binary_data_output": FLAG}, **no_classification),
             },
             ("inputs",),
         )
@@ -543,7 +521,7 @@ class _Builder:
                 "name": {"enum": outputs},
                 "datatype": {"enum": ["FP32"]},
                 "shape": _array({"type": "integer", "minimum": 0}),
-                "data": _array(self.output_leaf(model)),
+                "data": _array(NUMBER),
                 "parameters": {"type": "object"},
             },
             ("name", "datatype", "shape"),

@@ -153,6 +153,11 @@ BAD_V2 = [
      "Inference-Header-Content-Length 10000 is larger than the body"),
     (binary_request(v2(), ZERO), "no input has binary_data_size"),
     ({"json": v2({"shape": [300, 2], "data": [0.0] * 600})}, "above the limit of 256"),
+    ({"json": v2({"data": [0.0, 2e4]})}, "overflow"),
+    ({"json": v2({"parameters": None})}, "parameters must be an object"),
+    ({"json": {**v2(), "parameters": False}}, "parameters must be an object"),
+    ({"json": v2(outputs=False)}, '"outputs" must be a list'),
+    ({"json": v2({"parameters": {"binary_data_size": None}})}, "non-negative integer"),
 ]  # fmt: skip
 
 

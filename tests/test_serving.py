@@ -307,6 +307,8 @@ BAD_REQUESTS = [
     ("/v1/encode?version=x", {"json": {"images": [GOOD_IMAGE]}}, 400, "version"),
     ("/v1/decode", {"content": b'{"z": [[0.0, Infinity]]}'}, 400, "malformed JSON"),
     ("/v1/decode", {"json": {"z": [[0.0, 1e39]]}}, 400, "NaN or Inf"),
+    ("/v1/decode", {"json": {"z": [[0.0, 3e30]]}}, 400, "overflow"),
+    ("/v1/encode", {"json": {"images": [[[0.0] * 392] * 2]}}, 400, "expected [N, 28, 28, 1]"),
     ("/v1/decode", {"json": {"z": [[0.0, 1.0, 2.0]]}}, 400, "expected [N, 2]"),
     ("/v1/sample", {"json": {"n": 0}}, 400, "positive integer"),
     ("/v1/sample", {"json": {"n": "3"}}, 400, "positive integer"),
