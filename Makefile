@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(KERAS_VAE_DATA_DIR)
 ARGS   ?=
 
-.PHONY: install train evaluate export serve bench bench-peers test lint clean
+.PHONY: install train evaluate export serve bench bench-peers test lint clean browser
 
 install: $(STAMP)
 
@@ -51,6 +51,13 @@ $(PEERS_STAMP): benchmarks/peers-requirements.txt
 # with $(VENV_PEERS)/bin/python.
 bench-peers: $(STAMP) $(PEERS_STAMP)
 	$(PY) -m benchmarks.peers --peers-python $(VENV_PEERS)/bin/python $(ARGS)
+
+# Headless Chromium and its driver for the web explorer's test (tests/test_explorer.py),
+# from Debian's packages when missing; without them that test skips and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
