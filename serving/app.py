@@ -12,7 +12,7 @@ import time
 
 import orjson
 
-from serving import kserve, operations, tfserving, vae_api
+from serving import explorer, kserve, operations, tfserving, vae_api
 from serving.asgi import ANY, Handler, Request, Response
 from serving.errors import ApiError
 from serving.responses import error_response
@@ -32,9 +32,9 @@ class App:
         self.prefixes: list[tuple[str, Table]] = []
 
     def route(self, path: str, name: str, handler: Handler, methods: tuple[str, ...]) -> None:
-        """``path`` ending in ``/`` matches every path under it."""
+        """``path`` ending in ``/`` matches every path under it (``/`` itself only itself)."""
         table = {method: (name, handler) for method in methods}
-        if path.endswith("/"):
+        if path != "/" and path.endswith("/"):
             self.prefixes.append((path, table))
         else:
             self.routes[path] = table
@@ -94,7 +94,7 @@ class App:
 
 def build_app(service: Service) -> App:
     app = App(service)
-    for module in (vae_api, tfserving, kserve, operations):
+    for module in (vae_api, tfserving, kserve, operations, explorer):
         for path, name, handler, methods in module.routes(service):
             app.route(path, name, handler, methods)
     return app
