@@ -1,11 +1,10 @@
-"""The importance-weighted estimate of log p(x) (Burda et al., 2016), in numpy only.
+"""The importance-weighted estimate of log p(x) (Burda et al., 2016) over a dataset.
 
-    log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,  z_k ~ q(z|x)
-
-It is a lower bound whose expectation rises to log p(x) as K grows; K = 1 is the
-ELBO. The networks are passed in as plain functions on numpy arrays, so the same
-estimator (and the same noise, for a given seed) measures the in-memory Keras
-model and the exported ONNX graphs; this module imports no TensorFlow.
+The maths (one formula for evaluation, the service and the client) is in
+:mod:`vae_contract.likelihood`; this module runs it over many images, in chunks that
+bound memory, with a progress line. The networks are passed in as plain functions on
+numpy arrays, so the same estimator (and the same noise, for a given seed) measures
+the in-memory Keras model and the exported ONNX graphs; it imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,22 +16,20 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vae_contract.likelihood import (
+    bernoulli_log_prob,
+    gaussian_kl,
+    iwae_bound,
+    log_normal,
+    posterior_samples,
+)
+from vae_contract.likelihood import log_weights as weights_of_samples
+
 Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Decode = Callable[[np.ndarray], np.ndarray]
-LOG_2PI = math.log(2.0 * math.pi)
 # Rows decoded per call: bounds memory (10,000 x 784 floats = 31 MB).
 MAX_ROWS = 10_000
-
-
-def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """Sum over pixels of x*l - softplus(l), per leading row (stable for any logit)."""
-    values = x * logits - np.logaddexp(0.0, logits)
-    return values.reshape(values.shape[0], -1).sum(axis=1)
-
-
-def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
-    """log N(z; mean, diag(exp(log_var))), summed over the last axis."""
-    return -0.5 * np.sum(LOG_2PI + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1)
+__all__ = ["bernoulli_log_prob", "iwae_bound", "log_normal", "log_weights"]
 
 
 def log_weights(
@@ -50,22 +47,12 @@ def log_weights(
     weights = np.empty((batch, k))
     for start in range(0, k, chunk):
         size = min(chunk, k - start)
-        eps = rng.standard_normal((size, batch, latent))
-        z = mean + np.exp(0.5 * log_var) * eps  # [size, B, latent]
-        flat = z.reshape(size * batch, latent)
-        output = np.asarray(decode(flat.astype(np.float32)), np.float64)
-        repeated = np.broadcast_to(x, (size, *x.shape)).reshape(size * batch, *x.shape[1:])
-        log_px_z = log_likelihood(repeated, output).reshape(size, batch)
-        log_pz = log_normal(z, 0.0, np.zeros_like(z))
-        log_qz = log_normal(z, mean, log_var)
-        weights[:, start : start + size] = (log_px_z + log_pz - log_qz).T
+        z = posterior_samples(mean, log_var, size, rng)  # [size, B, latent]
+        output = decode(z.reshape(size * batch, latent).astype(np.float32))
+        weights[:, start : start + size] = weights_of_samples(
+            x, z, mean, log_var, np.asarray(output, np.float64), log_likelihood
+        )[0]
     return weights, mean, log_var
-
-
-def iwae_bound(weights: np.ndarray) -> np.ndarray:
-    """logsumexp over K minus log K, per example, computed stably."""
-    top = weights.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.mean(np.exp(weights - top), axis=1))
 
 
 def active_units(means: np.ndarray, threshold: float = 0.01) -> int:
@@ -94,7 +81,7 @@ def evaluate_likelihood(
         weights, mean, log_var = log_weights(x, encode, decode, k, rng)
         bounds.append(iwae_bound(weights))
         elbos.append(weights.mean(axis=1))  # the ELBO, averaged over the same K samples
-        kls.append(0.5 * np.sum(np.exp(log_var) + mean**2 - 1.0 - log_var, axis=1))
+        kls.append(gaussian_kl(mean, log_var))
         means.append(mean)
         reporter.update(start + len(x))
     log_px = np.concatenate(bounds)

@@ -1,0 +1,105 @@
+"""What a score means: the likelihood maths of the Bernoulli VAE, in numpy only.
+
+Evaluation (:mod:`keras_vae.iwae`), the service's ``/v1/score`` and ``/v1/reconstruct``,
+and :class:`serving.client.LocalVae` all compute their figures here, so a score from
+the service and ``make evaluate`` measure the same thing, with the same noise for a seed.
+
+    log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,  z_k ~ q(z|x)
+
+(Burda et al., 2016). It is a lower bound whose expectation rises to log p(x) as K
+grows; K = 1 is the ELBO. Every figure is in nats, per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """log p(x|z): the sum over pixels of x*l - softplus(l), per leading row.
+
+    Written with the decoder's logits, not its probabilities, so that it stays finite
+    for any logit (log(sigmoid) underflows to -inf near a saturated pixel)."""
+    values = x * logits - np.logaddexp(0.0, logits)
+    return values.reshape(values.shape[0], -1).sum(axis=1)
+
+
+def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """log N(z; mean, diag(exp(log_var))), summed over the last axis."""
+    return -0.5 * np.sum(LOG_2PI + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1)
+
+
+def gaussian_kl(mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """KL(q(z|x) || N(0, I)) in closed form, per row."""
+    return 0.5 * np.sum(np.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
+
+
+def posterior_samples(
+    mean: np.ndarray, log_var: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """z_k ~ q(z|x): [k, B, latent], drawn as one block of noise [k, B, latent]."""
+    eps = rng.standard_normal((k, *mean.shape))
+    return mean + np.exp(0.5 * log_var) * eps
+
+
+def log_weights(
+    x: np.ndarray,
+    z: np.ndarray,
+    mean: np.ndarray,
+    log_var: np.ndarray,
+    output: np.ndarray,
+    log_likelihood: Callable[[np.ndarray, np.ndarray], np.ndarray] = bernoulli_log_prob,
+) -> tuple[np.ndarray, np.ndarray]:
+    """log w [B, K] and log p(x|z_k) [B, K], for z [K, B, latent] decoded to ``output``
+    [K*B, ...] (the logits, for the Bernoulli decoder)."""
+    k, batch = z.shape[:2]
+    repeated = np.broadcast_to(x, (k, *x.shape)).reshape(k * batch, *x.shape[1:])
+    log_px_z = log_likelihood(repeated, output).reshape(k, batch)
+    log_pz = log_normal(z, 0.0, np.zeros_like(z))
+    log_qz = log_normal(z, mean, log_var)
+    return (log_px_z + log_pz - log_qz).T, log_px_z.T
+
+
+def iwae_bound(weights: np.ndarray) -> np.ndarray:
+    """logsumexp over K minus log K, per example, computed stably."""
+    top = weights.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.mean(np.exp(weights - top), axis=1))
+
+
+def scores(
+    x: np.ndarray, z: np.ndarray, mean: np.ndarray, log_var: np.ndarray, logits: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per image: the IWAE estimate of log p(x), and the ELBO as reconstruction - KL.
+
+    ``reconstruction`` is E_q[log p(x|z)] over the same K samples; the KL is the
+    closed form, as in training, so ``elbo`` is the figure ``make train`` reports."""
+    x, z = np.asarray(x, np.float64), np.asarray(z, np.float64)
+    mean, log_var = np.asarray(mean, np.float64), np.asarray(log_var, np.float64)
+    weights, log_px_z = log_weights(x, z, mean, log_var, np.asarray(logits, np.float64))
+    reconstruction = log_px_z.mean(axis=1)
+    kl = gaussian_kl(mean, log_var)
+    return {
+        "log_likelihood": iwae_bound(weights),
+        "elbo": reconstruction - kl,
+        "reconstruction": reconstruction,
+        "kl": kl,
+    }
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, steps: int, spherical: bool) -> np.ndarray:
+    """``steps`` points from a to b, ends included: straight, or along the great circle
+    (spherical: keeps the norm typical of Gaussian samples, where a straight path
+    between two such points dips towards the origin, an unlikely region)."""
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if spherical:
+        cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+        omega = math.acos(float(np.clip(cos, -1.0, 1.0)))
+        if omega > 1e-6:
+            return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / math.sin(omega)
+    return (1 - t) * a + t * b
