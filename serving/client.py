@@ -12,13 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from serving import sampling
 from serving.sampling import prior, reparameterize
 from vae_contract import (
     DECODER,
     ENCODER,
     IMAGE_SHAPE,
+    IMAGES,
+    MAX_BATCH_SIZE,
     PROBS,
+    Z_LOG_VAR,
+    Z_MEAN,
     Z,
+    likelihood,
 )
 
 NPY = "application/x-npy"
@@ -130,3 +136,46 @@ class LocalVae:
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         return self.decode(prior(n, self.latent_dim, temperature, seed))
+
+    def score(
+        self, images: np.ndarray, k: int = likelihood.DEFAULT_K, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Per image, in nats: ``log_likelihood`` (the importance-weighted estimate of
+        log p(x) with ``k`` samples), ``elbo``, ``reconstruction`` and ``kl``; the same
+        figures as the service's /v1/score for the same seed."""
+        if not 1 <= k <= likelihood.MAX_K:
+            raise ValueError(f"k must be from 1 to {likelihood.MAX_K}, got {k}")
+        x = np.asarray(images, np.float32).reshape(-1, *IMAGE_SHAPE)
+        posterior = self.encoder.run(x)
+        rng = sampling.rng(seed if seed is not None else sampling.fresh_seed())
+        parts = []
+        for group in likelihood.image_groups(len(x), k):
+            mean, log_var = posterior[Z_MEAN][group], posterior[Z_LOG_VAR][group]
+            z = likelihood.posterior_samples(mean, log_var, k, rng)
+            flat = z.reshape(-1, self.latent_dim).astype(np.float32)
+            decoded = self.decoder.run(flat, max_batch=MAX_BATCH_SIZE)  # faster in batches
+            logits = likelihood.decoder_logits(decoded)
+            parts.append(likelihood.scores(x[group], z, mean, log_var, logits))
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def reconstruct(
+        self, images: np.ndarray, sample: bool = False, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """``images``: the decoder's means at the posterior mean (or at a sampled z);
+        ``z``: that z; ``reconstruction``: log p(x|z) of each input, in nats."""
+        x = np.asarray(images, np.float32).reshape(-1, *IMAGE_SHAPE)
+        z = self.encode(x, sample=sample, seed=seed)[Z if sample else Z_MEAN]
+        decoded = self.decoder.run(np.asarray(z, np.float32))
+        log_px_z = likelihood.bernoulli_log_prob(x, likelihood.decoder_logits(decoded))
+        return {IMAGES: decoded[PROBS], Z: z, "reconstruction": log_px_z}
+
+    def interpolate(
+        self, a: np.ndarray, b: np.ndarray, steps: int = 8, spherical: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Images decoded along the path between two images' posterior means (or two
+        latent vectors, when ``a`` and ``b`` have the latent size), ends included."""
+        ends = [np.asarray(v, np.float32) for v in (a, b)]
+        if ends[0].size != self.latent_dim:
+            ends = list(self.encode(np.stack(ends))[Z_MEAN])
+        z = likelihood.interpolate(ends[0], ends[1], steps, spherical).astype(np.float32)
+        return {Z: z, IMAGES: self.decode(z)}

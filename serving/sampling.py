@@ -15,6 +15,11 @@ def rng(seed: int | None) -> np.random.Generator:
     return _unseeded if seed is None else np.random.default_rng(seed)
 
 
+def fresh_seed() -> int:
+    """A seed for a caller who gave none, returned to them so the answer can be replayed."""
+    return int(_unseeded.integers(2**63))
+
+
 def reparameterize(outputs: dict[str, np.ndarray], seed: int | None) -> np.ndarray:
     """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I), from the encoder's outputs."""
     noise = rng(seed).standard_normal(outputs[Z_MEAN].shape)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vae_contract import LOGITS, PROBS
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -103,3 +105,26 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, spherical: bool) -> np
         if omega > 1e-6:
             return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / math.sin(omega)
     return (1 - t) * a + t * b
+
+
+# K, the importance samples per image: the default of /v1/score and LocalVae.score,
+# and the most a caller may ask for (the K of the headline `make evaluate --full`).
+DEFAULT_K = 100
+MAX_K = 1000
+# Decoder rows per pass when scoring: bounds memory (4,096 x 784 logits in float64 is
+# 26 MB), whatever the number of images and K.
+ROWS_PER_PASS = 4096
+
+
+def image_groups(n: int, k: int) -> list[slice]:
+    """The images scored in one pass: as many as keep K x images <= ROWS_PER_PASS."""
+    size = max(1, ROWS_PER_PASS // k)
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def decoder_logits(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The decoder's logits; from its probabilities when a graph offers only those."""
+    if LOGITS in outputs:
+        return outputs[LOGITS]
+    probs = np.clip(np.asarray(outputs[PROBS], np.float64), 1e-7, 1 - 1e-7)
+    return np.log(probs) - np.log1p(-probs)
