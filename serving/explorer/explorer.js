@@ -6,7 +6,7 @@ const SIDE = 28; // the model's images are 28 × 28 grey values in [0, 1]
 const BOX = 20; // MNIST digits fit a 20 × 20 box, centred by centre of mass in 28 × 28
 const STROKE = 22; // pen width on the 280-pixel pad: MNIST strokes are 2–3 of 28 pixels
 const SAMPLES = 16;
-const SAMPLE_SCALE = 4; // screen pixels per model pixel in the sample grid
+const SAMPLE_SCALE = 3; // screen pixels per model pixel in the sample grid
 const STRIP_SCALE = 3;
 
 const $ = (id) => document.getElementById(id);
