@@ -377,7 +377,7 @@ function drawLatent(canvas, points, current) {
     });
   });
   $("latent-caption").textContent =
-    `Latent position: the ${size} dimensions of z, A red, B blue (axis ±${limit.toFixed(1)})`;
+    `Latent position: z's ${size} dimensions (±${limit.toFixed(1)}), A red, B blue`;
 }
 
 // ---------------------------------------------------------------- interpolation
