@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from vae_contract import MAX_BATCH_SIZE, MAX_REQUEST_ITEMS
+from vae_contract import FLOAT32, MAX_BATCH_SIZE, MAX_REQUEST_ITEMS, VARIANTS
 
 LOG_LEVELS = ("debug", "info", "warning")
 
@@ -23,6 +23,11 @@ def _setting(default, help: str):  # noqa: A002 - the argparse word
 @dataclass
 class ServingConfig:
     repo: str = _setting("artifacts/models", "model repository written by `make export`")
+    variant: str = _setting(
+        FLOAT32,
+        f"which build of the networks to serve as vae_encoder/vae_decoder: "
+        f'{" or ".join(VARIANTS)} (int8: written by `make export ARGS="--quantize int8"`)',
+    )
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = _setting(8080, "port to listen on (0: any free port)")
     poll_s: float = _setting(
@@ -76,6 +81,10 @@ class ServingConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (
+                self.variant in VARIANTS,
+                f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}",
+            ),
             (self.poll_s >= 0, f"poll_s must be >= 0, got {self.poll_s}"),
             (self.max_batch_size >= 1, f"max_batch_size must be >= 1, got {self.max_batch_size}"),
             (self.max_delay_ms >= 0, f"max_delay_ms must be >= 0, got {self.max_delay_ms}"),

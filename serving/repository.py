@@ -8,6 +8,11 @@ decoder folder one that takes ``z``, and their latent sizes agree with each othe
 with the manifests. Every failure is a :class:`RepositoryError` of one line naming the
 file and the fix; ``python -m serving`` exits 2 with it.
 
+A *variant* (``python -m serving --variant int8``) is read the same way from its own
+folders (``vae_encoder_int8/N``...) and loaded under the contract's network names, so that
+every route, check and client serves it as the VAE; its graphs say which build they are
+(metadata ``keras_vae.variant``, shown by ``GET /v1/models/<name>/metadata``).
+
 Hashing costs little next to building the sessions: see README, "Export" for the figure.
 """
 
@@ -18,16 +23,23 @@ from pathlib import Path
 
 from serving.engine import OnnxModel
 from serving.errors import RepositoryError
-from vae_contract import DECODER, ENCODER, NETWORKS, ModelRepositoryError, onnx_versions
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    FLOAT32,
+    NETWORKS,
+    ModelRepositoryError,
+    onnx_versions,
+)
 from vae_contract.repository import REEXPORT, OnnxRepository, OnnxVersion, scan_onnx, verify
 
 log = logging.getLogger(__name__)
 
 
-def scan(repo: str | Path) -> OnnxRepository:
+def scan(repo: str | Path, variant: str = FLOAT32) -> OnnxRepository:
     """Complete and incomplete versions, or a RepositoryError saying what is missing."""
     try:
-        return scan_onnx(repo)
+        return scan_onnx(repo, variant)
     except ModelRepositoryError as error:
         raise RepositoryError(str(error)) from None
 
@@ -57,12 +69,14 @@ def open_version(version: OnnxVersion, threads: int = 1) -> dict[str, OnnxModel]
     return models
 
 
-def load(repo: str | Path, version: int | None = None, threads: int = 1) -> dict[str, OnnxModel]:
+def load(
+    repo: str | Path, version: int | None = None, threads: int = 1, variant: str = FLOAT32
+) -> dict[str, OnnxModel]:
     """Both networks of ``version``, or of the latest complete version when None.
 
     Newer versions passed over because they are incomplete are logged, one line each.
     """
-    found = scan(repo)
+    found = scan(repo, variant)
     try:
         chosen = found.choose(version)
     except ModelRepositoryError as error:
@@ -72,13 +86,15 @@ def load(repo: str | Path, version: int | None = None, threads: int = 1) -> dict
     return open_version(chosen, threads)
 
 
-def load_all(repo: str | Path, threads: int = 1) -> dict[str, dict[int, OnnxModel]]:
+def load_all(
+    repo: str | Path, threads: int = 1, variant: str = FLOAT32
+) -> dict[str, dict[int, OnnxModel]]:
     """Every complete version of both networks, ``{network: {version: model}}``.
 
     One damaged version refuses the whole start-up: a service that quietly served fewer
     versions would hide what happened to the files. Incomplete ones are logged.
     """
-    found = scan(repo)
+    found = scan(repo, variant)
     for line in found.warnings():
         log.warning(line)
     models: dict[str, dict[int, OnnxModel]] = {network: {} for network in NETWORKS}

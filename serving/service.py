@@ -34,7 +34,9 @@ class Service:
         self.config = config
         self.metrics = metrics or Metrics()
         # Complete versions only, each verified against its manifests (serving.repository).
-        self.models: dict[str, dict[int, OnnxModel]] = load_all(config.repo, config.threads)
+        self.models: dict[str, dict[int, OnnxModel]] = load_all(
+            config.repo, config.threads, config.variant
+        )
         self.batchers: dict[tuple[str, int], Batcher] = {}
         self.offload = Offload(config.offload_min_bytes)
         self.ready = False
@@ -81,7 +83,7 @@ class Service:
     async def load_new_versions(self) -> list[int]:
         """Load, warm up and publish every complete version not served yet."""
         loaded = {v for versions in self.models.values() for v in versions}
-        found = await asyncio.to_thread(scan, self.config.repo)
+        found = await asyncio.to_thread(scan, self.config.repo, self.config.variant)
         published = []
         for number, version in sorted(found.complete.items()):
             if number in loaded or number in self._refused:
@@ -118,7 +120,7 @@ class Service:
     @staticmethod
     def check_repository(config: ServingConfig) -> None:
         """Load every model once and drop it: a RepositoryError if any is missing or corrupt."""
-        load_all(config.repo, threads=1)
+        load_all(config.repo, threads=1, variant=config.variant)
 
     def model(self, name: str, version: int | None = None) -> OnnxModel:
         """The model ``name`` at ``version`` (default: the latest), or a 404 that lists them."""

@@ -24,6 +24,20 @@ REQUIRED_OUTPUTS = {ENCODER: OUTPUTS[ENCODER], DECODER: (PROBS,)}  # logits may 
 ONNX_DIR, TF_DIR = "onnx", "tf"
 ONNX_FILE = "model.onnx"
 
+# Variants: other builds of the same two networks, published beside them in onnx/ as models
+# of their own, under the version number of the float32 export they were built from
+# (onnx/vae_encoder_int8/3 is the int8 build of onnx/vae_encoder/3). Triton serves them by
+# these names; our service serves one variant's pair as the contract's networks
+# (``python -m serving --variant int8``).
+FLOAT32, INT8 = "float32", "int8"
+VARIANTS = (FLOAT32, INT8)
+
+
+def model_name(network: str, variant: str = FLOAT32) -> str:
+    """The repository folder (and Triton model name) of ``network``'s ``variant`` build."""
+    return network if variant == FLOAT32 else f"{network}_{variant}"
+
+
 # Request sizes, shared by every server of the repository: our service's defaults
 # (serving/config.py), TF Serving's batching.config and Triton's config.pbtxt
 # (export/tf_serving_config.py, export/triton_config.py). A client that one of them
@@ -56,9 +70,11 @@ from vae_contract.repository import (  # noqa: E402
 __all__ = [
     "DECODER",
     "ENCODER",
+    "FLOAT32",
     "IMAGES",
     "IMAGE_SHAPE",
     "INPUTS",
+    "INT8",
     "LOGITS",
     "MANIFEST_FILE",
     "MAX_BATCH_SIZE",
@@ -71,12 +87,14 @@ __all__ = [
     "REQUIRED_OUTPUTS",
     "SIGNATURE",
     "TF_DIR",
+    "VARIANTS",
     "Z",
     "Z_LOG_VAR",
     "Z_MEAN",
     "ModelRepositoryError",
     "choose_version",
     "input_shape",
+    "model_name",
     "onnx_versions",
     "output_shapes",
 ]

@@ -14,6 +14,11 @@ interrupted export must not take down a service whose previous version is intact
 Serving and Triton likewise keep serving what they have). Asked for by number, an
 incomplete version is refused, since nothing else may stand in for what was asked.
 
+**Variants.** An int8 build of version N lives beside it as ``vae_encoder_int8/N`` and
+``vae_decoder_int8/N`` (:func:`vae_contract.model_name`). A reader scans one variant at a
+time (``scan_onnx(repo, variant)``), with the same rules; the float32 pair is the default,
+and no float32 reader looks at a variant's folders.
+
 **Damaged.** A folder is renamed with its contents, so nothing *inside* a present folder can
 be missing because an export was interrupted. A file missing there, a manifest naming
 another network or version, a file whose size or SHA-256 differs from its manifest, or
@@ -37,7 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vae_contract import DECODER, ENCODER, NETWORKS, ONNX_DIR, ONNX_FILE, TF_DIR
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    FLOAT32,
+    NETWORKS,
+    ONNX_DIR,
+    ONNX_FILE,
+    TF_DIR,
+    VARIANTS,
+    model_name,
+)
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAMES = {ONNX_DIR: "onnx", TF_DIR: "tf_saved_model"}  # a manifest's "format"
@@ -63,13 +78,18 @@ def _refuse(path: Path, what: str, fix: str = REEXPORT) -> ModelRepositoryError:
 
 @dataclass(frozen=True)
 class OnnxVersion:
-    """Both networks' folders of one version are present (their files are not yet verified)."""
+    """Both networks' folders of one version are present (their files are not yet verified).
+
+    ``variant`` picks which build's folders: ``int8`` reads ``vae_encoder_int8/N`` and
+    ``vae_decoder_int8/N`` (see :func:`vae_contract.model_name`).
+    """
 
     root: Path  # <repo>/onnx
     number: int
+    variant: str = FLOAT32
 
     def folder(self, network: str) -> Path:
-        return self.root / network / str(self.number)
+        return self.root / model_name(network, self.variant) / str(self.number)
 
     def model_path(self, network: str) -> Path:
         return self.folder(network) / ONNX_FILE
@@ -106,12 +126,15 @@ class OnnxRepository:
         ]
 
 
-def scan_onnx(repo: str | Path) -> OnnxRepository:
-    """Every version under ``<repo>/onnx``, sorted into complete and incomplete.
+def scan_onnx(repo: str | Path, variant: str = FLOAT32) -> OnnxRepository:
+    """Every version of ``variant`` under ``<repo>/onnx``, sorted into complete and incomplete.
 
     Only folder names are read: cheap enough for every start-up. A repository with no
-    complete version at all is an error that says what to run.
+    complete version at all is an error that says what to run. The folders of other
+    variants are not looked at.
     """
+    if variant not in VARIANTS:
+        raise ModelRepositoryError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     root = Path(repo) / ONNX_DIR
     if not root.is_dir():
         raise ModelRepositoryError(
@@ -119,7 +142,7 @@ def scan_onnx(repo: str | Path) -> OnnxRepository:
         )
     present: dict[str, set[int]] = {}
     for network in NETWORKS:
-        folder = root / network
+        folder = root / model_name(network, variant)
         present[network] = {
             int(p.name)
             for p in (folder.iterdir() if folder.is_dir() else [])
@@ -129,14 +152,18 @@ def scan_onnx(repo: str | Path) -> OnnxRepository:
     for number in set().union(*present.values()):
         missing = [n for n in NETWORKS if number not in present[n]]
         if missing:
-            folders = " and ".join(f"{n}/{number}" for n in missing)
+            folders = " and ".join(f"{model_name(n, variant)}/{number}" for n in missing)
             incomplete[number] = f"{folders} missing: an export was interrupted"
         else:
-            complete[number] = OnnxVersion(root, number)
+            complete[number] = OnnxVersion(root, number, variant)
     if not complete:
         found = f" (only incomplete versions: {sorted(incomplete)})" if incomplete else ""
+        what = "" if variant == FLOAT32 else f" of the {variant} variant"
+        command = (
+            "make export" if variant == FLOAT32 else f'make export ARGS="--quantize {variant}"'
+        )
         raise ModelRepositoryError(
-            f"{root} holds no complete version{found}; run `make export` or pass --repo"
+            f"{root} holds no complete version{what}{found}; run `{command}` or pass --repo"
         )
     return OnnxRepository(root, complete, incomplete)
 
@@ -165,7 +192,11 @@ def read_manifest(version: OnnxVersion, network: str) -> dict[str, Any]:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _refuse(path, f"not a readable manifest ({error})") from None
-    expected = {"model_name": network, "version": version.number, "format": FORMAT_NAMES[ONNX_DIR]}
+    expected = {
+        "model_name": model_name(network, version.variant),
+        "version": version.number,
+        "format": FORMAT_NAMES[ONNX_DIR],
+    }
     if not isinstance(document, dict):
         raise _refuse(path, "not a readable manifest (not a JSON object)")
     for key, value in expected.items():
