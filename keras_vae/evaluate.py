@@ -74,7 +74,13 @@ def onnx_networks(repo: str | Path, version: int | None = None) -> tuple[Encode,
         models = load(repo, version, threads=0)  # 0: onnxruntime's default, every core
     except RepositoryError as error:
         raise KerasVaeError(str(error)) from None
-    encoder, decoder = models[ENCODER], models[DECODER]
+    encode, decode = model_networks(models[ENCODER], models[DECODER])
+    return encode, decode, models[ENCODER].version
+
+
+def model_networks(encoder, decoder) -> tuple[Encode, Decode]:
+    """Two loaded ONNX models (``serving.engine.OnnxModel``) as the estimator's functions:
+    also how export measures a quantized pair against its float32 source."""
 
     def encode(x):
         z_mean, z_log_var = encoder.session.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
@@ -83,7 +89,7 @@ def onnx_networks(repo: str | Path, version: int | None = None) -> tuple[Encode,
     def decode(z):
         return decoder.session.run([LOGITS], {INPUTS[DECODER]: z})[0]
 
-    return encode, decode, encoder.version
+    return encode, decode
 
 
 # Where a run's data is: commands may override these (--data-dir, --tfds-dir), and export
