@@ -1,6 +1,7 @@
 """The router: path and method to handler, timing, metrics, the access log, JSON errors.
 
 The handlers live with their protocol: :mod:`serving.vae_api` (``/v1/encode`` ...),
+:mod:`serving.vae_operations` (``/v1/score``, ``/v1/reconstruct``, ``/v1/interpolate``),
 :mod:`serving.tfserving` (``/v1/models/...``), :mod:`serving.kserve` (``/v2/...``)
 and :mod:`serving.operations` (health, metrics, OpenAPI). Each is decode → run → encode.
 """
@@ -12,7 +13,7 @@ import time
 
 import orjson
 
-from serving import explorer, kserve, operations, tfserving, vae_api
+from serving import explorer, kserve, operations, tfserving, vae_api, vae_operations
 from serving.asgi import ANY, Handler, Request, Response
 from serving.errors import ApiError
 from serving.responses import error_response
@@ -94,7 +95,7 @@ class App:
 
 def build_app(service: Service) -> App:
     app = App(service)
-    for module in (vae_api, tfserving, kserve, operations, explorer):
+    for module in (vae_api, vae_operations, tfserving, kserve, operations, explorer):
         for path, name, handler, methods in module.routes(service):
             app.route(path, name, handler, methods)
     return app

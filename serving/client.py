@@ -28,6 +28,8 @@ from vae_contract import (
 )
 
 NPY = "application/x-npy"
+RECON = "reconstruction"
+IMAGE_PIXELS = int(np.prod(IMAGE_SHAPE))
 
 
 class ServiceError(RuntimeError):
@@ -99,6 +101,41 @@ class VaeClient:
             body["seed"] = seed
         return self._post("/v1/sample", json=body, headers={"accept": NPY})
 
+    def score(
+        self, images: np.ndarray, k: int = likelihood.DEFAULT_K, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Per image, in nats: ``log_likelihood``, ``elbo``, ``reconstruction``, ``kl``
+        (see LocalVae.score), estimated by the service with ``k`` samples."""
+        params = {"k": str(k)} if seed is None else {"k": str(k), "seed": str(seed)}
+        headers = {"content-type": NPY, "accept": NPY}
+        return self._post("/v1/score", content=_npy(images), params=params, headers=headers)
+
+    def reconstruct(
+        self, images: np.ndarray, sample: bool = False, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """``images`` (reconstructions), ``z`` and ``reconstruction`` (log p(x|z), nats)."""
+        params = {"sample": str(sample).lower()}
+        if seed is not None:
+            params["seed"] = str(seed)
+        answer = self._post(
+            "/v1/reconstruct", content=_npy(images), params=params, headers={"content-type": NPY}
+        )
+        return {name: np.asarray(answer[name], np.float32) for name in (IMAGES, Z, RECON)}
+
+    def interpolate(
+        self, a: np.ndarray, b: np.ndarray, steps: int = 8, spherical: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Images decoded between two images (or two latent vectors), ends included."""
+        ends = np.stack([np.asarray(a, np.float32), np.asarray(b, np.float32)])
+        field = IMAGES if ends[0].size == IMAGE_PIXELS else Z
+        body = {
+            field: ends.tolist(),
+            "steps": steps,
+            "method": "spherical" if spherical else "linear",
+        }
+        answer = self._post("/v1/interpolate", json=body)
+        return {name: np.asarray(answer[name], np.float32) for name in (Z, IMAGES)}
+
     def sample_png(self, n: int, seed: int | None = None, scale: int = 1) -> bytes:
         """A PNG grid of n samples, each pixel drawn as a ``scale`` × ``scale`` block."""
         body = {"n": n} if seed is None else {"n": n, "seed": seed}
@@ -167,7 +204,7 @@ class LocalVae:
         z = self.encode(x, sample=sample, seed=seed)[Z if sample else Z_MEAN]
         decoded = self.decoder.run(np.asarray(z, np.float32))
         log_px_z = likelihood.bernoulli_log_prob(x, likelihood.decoder_logits(decoded))
-        return {IMAGES: decoded[PROBS], Z: z, "reconstruction": log_px_z}
+        return {IMAGES: decoded[PROBS], Z: z, RECON: log_px_z}
 
     def interpolate(
         self, a: np.ndarray, b: np.ndarray, steps: int = 8, spherical: bool = False

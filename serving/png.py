@@ -9,15 +9,18 @@ import zlib
 import numpy as np
 
 
-def grid(images: np.ndarray, padding: int = 2, scale: int = 1) -> np.ndarray:
-    """Tile [N, H, W(, 1)] values in [0, 1] into one uint8 picture, as square as possible.
+def grid(
+    images: np.ndarray, padding: int = 2, scale: int = 1, columns: int | None = None
+) -> np.ndarray:
+    """Tile [N, H, W(, 1)] values in [0, 1] into one uint8 picture, as square as possible
+    unless ``columns`` is given.
 
     ``scale`` repeats every pixel into a ``scale`` × ``scale`` block: 28-pixel digits are
     too small to see on a screen, and blocks keep the model's pixels sharp.
     """
     images = images.reshape(images.shape[0], images.shape[1], images.shape[2])
     count, height, width = images.shape
-    columns = math.ceil(math.sqrt(count))
+    columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     canvas = np.zeros(
         (rows * (height + padding) + padding, columns * (width + padding) + padding), np.uint8

@@ -1,23 +1,9 @@
-"""The VAE's own API: ``/v1/encode``, ``/v1/decode``, ``/v1/sample``, and what a VAE
-is used for in production: ``/v1/score``, ``/v1/reconstruct``, ``/v1/interpolate``.
+"""The VAE's own API: ``/v1/encode``, ``/v1/decode``, ``/v1/sample``.
 
 JSON bodies, or a ``.npy`` array with ``Content-Type: application/x-npy`` (options
 then go in the query string). Answers as JSON, ``.npy`` or PNG (see responses).
-
-- ``POST /v1/score`` ``{"images": [...], "k": 100, "seed": 0}`` → ``{"version", "k",
-  "seed", "log_likelihood": [N], "elbo": [N], "reconstruction": [N], "kl": [N]}``, in
-  nats: the importance-weighted estimate of log p(x) with K samples, the ELBO, its
-  reconstruction term E_q[log p(x|z)] and its KL.
-- ``GET /v1/score/reference`` → the test-set distribution of ``log_likelihood``
-  recorded at export: ``{"version", "dataset", "images", "k", "seed", "bin_edges",
-  "counts", "mean", "quantiles": {"0.01", "0.05", "0.5", "0.95", "0.99"}}``; 404 when
-  the export recorded none.
-- ``POST /v1/reconstruct`` ``{"images": [...], "sample": false, "seed": null}`` →
-  ``{"version", "images": [N, 28, 28, 1], "z": [N, latent], "reconstruction": [N]}``
-  (log p(x|z) at the z used); ``?format=png`` puts the originals above.
-- ``POST /v1/interpolate`` ``{"images": [a, b]}`` or ``{"z": [za, zb]}``, ``"steps": 8``
-  (2..64), ``"method": "linear" | "spherical"`` → ``{"version", "z": [steps, latent],
-  "images": [steps, 28, 28, 1]}``, ends included; ``?format=png`` gives one strip.
+What a VAE is used for beyond these (scores, reconstructions, paths) is in
+:mod:`serving.vae_operations`.
 """
 
 from __future__ import annotations
