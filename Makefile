@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(KERAS_VAE_DATA_DIR)
 ARGS   ?=
 
-.PHONY: install train evaluate export serve bench bench-peers test lint clean browser
+.PHONY: install train evaluate export serve bench bench-anomaly bench-peers test lint clean browser
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.serving $(ARGS)
+
+# AUROC of the scores, MNIST model vs Fashion-MNIST model (each its own repository; a
+# missing one is refused with the train and export commands that make it).
+MNIST_REPO   ?= artifacts/anomaly/mnist
+FASHION_REPO ?= artifacts/anomaly/fashion_mnist
+
+bench-anomaly: $(STAMP)
+	$(PY) -m benchmarks.anomaly --mnist-repo $(MNIST_REPO) --fashion-mnist-repo $(FASHION_REPO) \
+	  $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 # The peers of `make bench-peers` (PyTriton, LitServe, FastAPI) live in their own
 # virtualenv, built from exact pins: none of them is a dependency of keras-vae.
