@@ -209,12 +209,12 @@ def check_repository(dataset: str, repo: str | Path) -> dict:
     )
     from vae_contract.repository import ModelRepositoryError
 
+    if not Path(repo).exists():
+        raise KerasVaeError(f"no {dataset} model: {repo} does not exist; make one with {make}")
     try:
         model = measured_model(repo)
     except (ModelRepositoryError, OSError) as error:
-        raise KerasVaeError(
-            f"no {dataset} model in {repo} ({error}); make one with {make}"
-        ) from None
+        raise KerasVaeError(f"no usable model in {repo} ({error}); make one with {make}") from None
     if model["dataset"] != dataset:
         raise KerasVaeError(
             f"the model in {repo} was trained on {model['dataset']}, not {dataset}; pass the "
