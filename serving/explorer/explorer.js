@@ -286,6 +286,7 @@ function drawHistogram(canvas, histogram, value) {
   const context = canvas.getContext("2d");
   const { width, height } = canvas;
   context.clearRect(0, 0, width, height);
+  canvas.hidden = !histogram;
   if (!histogram) {
     $("percentile").textContent = "no reference";
     $("histogram-caption").textContent = `No test-set histogram: ${referenceNote}`;
