@@ -297,7 +297,7 @@ function drawHistogram(canvas, histogram, value) {
   $("percentile").textContent =
     share <= 0 ? "below every test image" : share >= 1 ? "above every test image" : `${(100 * share).toFixed(1)} %`;
   $("histogram-caption").textContent =
-    `log p(x) of ${histogram.images} ${histogram.dataset} test images (K = ${histogram.k}); the line is this drawing`;
+    `log p(x) of ${histogram.images.toLocaleString("en")} ${histogram.dataset} test images (K = ${histogram.k}); the line is this drawing`;
   const pad = { left: 8, right: 8, top: 10, bottom: 24 };
   const low = Math.min(edges[0], value);
   const high = Math.max(edges[edges.length - 1], value);
