@@ -13,7 +13,7 @@ import numpy as np
 
 from export.deploy_configs import write_deploy_configs
 from export.manifest import MANIFEST_FILE, file_table, tool_versions
-from export.onnx_graph import OPSET, onnx_outputs, write_onnx
+from export.onnx_graph import OPSET, onnx_outputs, onnx_session, write_onnx
 from export.parity import ATOL, RTOL, ParityReport, compare
 from export.repository import choose_version, publish, staging, version_dirs
 from export.savedmodel import savedmodel_outputs, warmup_batches, write_savedmodel, write_warmup
@@ -24,6 +24,8 @@ from vae_contract import (
     DECODER,
     ENCODER,
     INPUTS,
+    LOGITS,
+    MAX_BATCH_SIZE,
     NETWORKS,
     ONNX_DIR,
     ONNX_FILE,
@@ -32,6 +34,7 @@ from vae_contract import (
     TF_DIR,
     input_shape,
     output_shapes,
+    score_reference,
 )
 from vae_contract.repository import FORMAT_NAMES
 
@@ -126,6 +129,26 @@ def manifest(
     return document
 
 
+def onnx_score_reference(folders: dict, images: np.ndarray, dataset: str) -> dict:
+    """The held-out images' log-likelihood histogram by the exported ONNX graphs, as the
+    service's /v1/score computes it (default K, seed 0)."""
+    encoder = onnx_session(folders[ONNX_DIR, ENCODER] / ONNX_FILE)
+    decoder = onnx_session(folders[ONNX_DIR, DECODER] / ONNX_FILE)
+
+    def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, log_var = encoder.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
+        return mean, log_var
+
+    def decode(z: np.ndarray) -> np.ndarray:
+        parts = [
+            decoder.run([LOGITS], {INPUTS[DECODER]: z[i : i + MAX_BATCH_SIZE]})[0]
+            for i in range(0, len(z), MAX_BATCH_SIZE)
+        ]
+        return np.concatenate(parts)
+
+    return score_reference.measure(images, encode, decode, dataset)
+
+
 def export_run(
     run_dir: str | Path,
     repo: str | Path,
@@ -173,11 +196,14 @@ def export_run(
             candidate = onnx_outputs(onnx_path, network, inputs[network])
             reports.append(compare(network, "onnx", reference, candidate, atol, rtol))
 
+        reference = onnx_score_reference(folders, inputs[ENCODER], config.data.dataset)
         tolerance = {"atol": atol, "rtol": rtol}
         for (fmt, network), folder in folders.items():
             document = manifest(
                 fmt, network, version, folder, source, latent, reports, tolerance, export_id
             )
+            if (fmt, network) == (ONNX_DIR, DECODER):  # what /v1/score/reference serves
+                document[score_reference.KEY] = reference
             (folder / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         published = publish(stage, repo, version, export_id)
     configs = write_deploy_configs(repo, latent_dim=latent)

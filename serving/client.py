@@ -183,17 +183,16 @@ class LocalVae:
         if not 1 <= k <= likelihood.MAX_K:
             raise ValueError(f"k must be from 1 to {likelihood.MAX_K}, got {k}")
         x = np.asarray(images, np.float32).reshape(-1, *IMAGE_SHAPE)
-        posterior = self.encoder.run(x)
         rng = sampling.rng(seed if seed is not None else sampling.fresh_seed())
-        parts = []
-        for group in likelihood.image_groups(len(x), k):
-            mean, log_var = posterior[Z_MEAN][group], posterior[Z_LOG_VAR][group]
-            z = likelihood.posterior_samples(mean, log_var, k, rng)
-            flat = z.reshape(-1, self.latent_dim).astype(np.float32)
-            decoded = self.decoder.run(flat, max_batch=MAX_BATCH_SIZE)  # faster in batches
-            logits = likelihood.decoder_logits(decoded)
-            parts.append(likelihood.scores(x[group], z, mean, log_var, logits))
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return likelihood.score_images(x, self._posterior, self._logits, k, rng)
+
+    def _posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self.encoder.run(x)
+        return outputs[Z_MEAN], outputs[Z_LOG_VAR]
+
+    def _logits(self, z: np.ndarray) -> np.ndarray:
+        decoded = self.decoder.run(z, max_batch=MAX_BATCH_SIZE)  # faster in batches
+        return likelihood.decoder_logits(decoded)
 
     def reconstruct(
         self, images: np.ndarray, sample: bool = False, seed: int | None = None

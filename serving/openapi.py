@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 from serving.codec import JSON, MAX_ABS_VALUE, NPY, PNG, item_forms
 from serving.responses import MAX_SCALE
 from serving.vae_api import MAX_TEMPERATURE
+from serving.vae_operations import MAX_STEPS, METHODS
 from vae_contract import DECODER, ENCODER, IMAGES, SIGNATURE, Z
+from vae_contract.likelihood import DEFAULT_K, MAX_K, MAX_SCORED_ROWS
 
 if TYPE_CHECKING:
     from serving.engine import OnnxModel
@@ -184,18 +186,22 @@ class _Builder:
         """One input value: a pixel in [0, 1] for the encoder, a finite float32 for z."""
         return PIXEL if model.name == ENCODER else LATENT
 
-    def batch(self, model: OnnxModel) -> Schema:
-        """A request's batch, 1 to max_items items of one of the documented item forms."""
+    def batch(self, model: OnnxModel, pair: bool = False) -> Schema:
+        """A request's batch, 1 to max_items items of one of the documented item forms
+        (``pair``: exactly two, the ends of an interpolation)."""
+        low, high = (2, 2) if pair else (1, self.max_items)
         shape = ", ".join(map(str, model.item_shape))
         bounded = f"values within ±{MAX_ABS_VALUE:g}"
         what = "pixel values in [0, 1]" if model.name == ENCODER else bounded
         forms = [
-            _array(_nested(form, self.leaf(model)), 1, self.max_items)
+            _array(_nested(form, self.leaf(model)), low, high)
             for form in item_forms(model.item_shape)
         ]
         schema = forms[0] if len(forms) == 1 else {"anyOf": forms}
-        description = f"a batch [N, {shape}] of {what}, 1 <= N <= {self.max_items}"
-        return self.ref(f"{model.name}.{model.input_name}", {"description": description, **schema})
+        count = "N = 2" if pair else f"1 <= N <= {self.max_items}"
+        description = f"a batch [N, {shape}] of {what}, {count}"
+        name = f"{model.name}.{model.input_name}{'.pair' if pair else ''}"
+        return self.ref(name, {"description": description, **schema})
 
     # -- operations ----------------------------------------------------------------
 
@@ -326,6 +332,107 @@ class _Builder:
                 DECODER,
                 png=True,
             )
+        return paths
+
+    def vae_operations(self) -> dict[str, Schema]:
+        """/v1/score, /v1/score/reference, /v1/reconstruct, /v1/interpolate: both networks."""
+        if not {ENCODER, DECODER} <= set(self.latest):
+            return {}
+        encoder, decoder = self.latest[ENCODER], self.latest[DECODER]
+        version = {"version": {"type": "integer"}}
+        numbers = _array(NUMBER, 1)
+        latent = _array(_nested((decoder.latent_dim,), NUMBER), 1)
+        images = _array(_nested(self.outputs(decoder)["probs"], PIXEL), 1)
+        npy_images = "a .npy array [N, 28, 28, 1] (the options then go in the query string)"
+        binary = {
+            NPY: _binary(".npy float32 [N, 28, 28, 1]", NPY),
+            PNG: _binary("a grey-scale PNG", PNG),
+        }
+        paths: dict[str, Schema] = {}
+        k = {
+            "description": f"importance samples per image (default {DEFAULT_K})",
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_K},
+                {"type": "string", "pattern": "^(1000|[1-9][0-9]{0,2})$"},
+            ],
+        }
+        figures = ("log_likelihood", "elbo", "reconstruction", "kl")
+        answer = _object(
+            {
+                **version,
+                "k": {"type": "integer"},
+                "seed": {"type": "integer"},
+                **dict.fromkeys(figures, numbers),
+            },
+            ("version", "k", "seed", *figures),
+        )
+        ok = _ok(
+            "per image, in nats: the importance-weighted estimate of log p(x), the ELBO, its "
+            "reconstruction term E_q[log p(x|z)] and its KL; the seed used (drawn if none was "
+            "given). As .npy: one [N, 4] array, its columns named in order by X-Outputs",
+            answer,
+            {NPY: _binary(".npy float64 [N, 4]", NPY)},
+        )
+        ok["headers"] = {"X-Outputs": {"description": "with .npy", "schema": STRING}}
+        body = _object({IMAGES: self.batch(encoder), "k": k, "seed": SEED}, (IMAGES,))
+        paths["/v1/score"] = self.vae_post(
+            f"Score images by likelihood (K x N above {MAX_SCORED_ROWS} is a 413)",
+            body,
+            ok,
+            ENCODER,
+            npy_images,
+        )
+        histogram = _object(
+            {
+                **version,
+                "dataset": STRING,
+                "images": {"type": "integer"},
+                "k": {"type": "integer"},
+                "seed": {"type": "integer"},
+                "bin_edges": numbers,
+                "counts": _array({"type": "integer"}, 1),
+                "mean": NUMBER,
+                "quantiles": {"type": "object", "additionalProperties": NUMBER},
+            },
+            ("version", "bin_edges", "counts", "mean", "quantiles"),
+        )
+        paths["/v1/score/reference"] = self.get(
+            "the test set's log_likelihood histogram recorded at export (404: none recorded)",
+            _ok("the reference distribution", histogram),
+            [self.version_parameter([DECODER], "query")],
+        )
+        answer = _object(
+            {**version, IMAGES: images, Z: latent, "reconstruction": numbers},
+            ("version", IMAGES, Z, "reconstruction"),
+        )
+        body = _object({IMAGES: self.batch(encoder), "sample": FLAG, "seed": SEED}, (IMAGES,))
+        paths["/v1/reconstruct"] = self.vae_post(
+            "Reconstruct images: the decoder's means at the posterior mean (or a sampled z), "
+            "with log p(x|z) of each",
+            body,
+            _ok("as JSON; .npy: the reconstructions; PNG: originals above them", answer, binary),
+            ENCODER,
+            npy_images,
+            png=True,
+        )
+        options = {
+            "steps": {"type": "integer", "minimum": 2, "maximum": MAX_STEPS},
+            "method": {"enum": list(METHODS)},
+        }
+        ends = {
+            "oneOf": [
+                _object({IMAGES: self.batch(encoder, pair=True), **options}, (IMAGES,)),
+                _object({Z: self.batch(decoder, pair=True), **options}, (Z,)),
+            ]
+        }
+        answer = _object({**version, Z: latent, IMAGES: images}, ("version", Z, IMAGES))
+        paths["/v1/interpolate"] = self.vae_post(
+            "Decode the path between two images (their posterior means) or two latent vectors",
+            ends,
+            _ok("the images along the path, ends included; PNG: one strip", answer, binary),
+            ENCODER,
+            png=True,
+        )
         return paths
 
     # -- TF Serving REST -----------------------------------------------------------
@@ -604,7 +711,13 @@ class _Builder:
         }
 
     def document(self) -> Schema:
-        paths = {**self.vae_api(), **self.tf_serving(), **self.kserve(), **self.operators()}
+        paths = {
+            **self.vae_api(),
+            **self.vae_operations(),
+            **self.tf_serving(),
+            **self.kserve(),
+            **self.operators(),
+        }
         return {
             "openapi": "3.1.0",
             "info": {

@@ -48,8 +48,10 @@ def pair(service: Service, request: Request) -> tuple[OnnxModel, OnnxModel]:
     return encoder, service.admit(DECODER, encoder.version)
 
 
-def bounded_int(value, what: str, low: int, high: int) -> int:
-    if isinstance(value, str) and (number := params.decimal(value)) is not None:
+def bounded_int(value, what: str, low: int, high: int, text: bool = False) -> int:
+    """An integer option from ``low`` to ``high``; ``text``: decimal strings too (options
+    of a .npy body come from the query string)."""
+    if text and isinstance(value, str) and (number := params.decimal(value)) is not None:
         value = number
     number = params.integral(value)
     if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
@@ -61,8 +63,7 @@ def bounded_int(value, what: str, low: int, high: int) -> int:
 
 def routes(service: Service):
     max_items = service.config.max_request_items
-    # K x images decoded for one request: K=100 on the largest batch, or K=1000 on 102.
-    max_rows = max_items * likelihood.DEFAULT_K
+    max_rows = likelihood.MAX_SCORED_ROWS
 
     async def images_and_options(request: Request, encoder: OnnxModel):
         if sends_npy(request):
@@ -74,7 +75,7 @@ def routes(service: Service):
     async def score(request: Request) -> Response:
         encoder, decoder = pair(service, request)
         images, options = await images_and_options(request, encoder)
-        k = bounded_int(options.get("k", likelihood.DEFAULT_K), "k", 1, likelihood.MAX_K)
+        k = bounded_int(options.get("k", likelihood.DEFAULT_K), "k", 1, likelihood.MAX_K, True)
         if k * len(images) > max_rows:
             raise ApiError(
                 413,
@@ -113,6 +114,7 @@ def routes(service: Service):
 
     async def reconstruct(request: Request) -> Response:
         encoder, decoder = pair(service, request)
+        media, scale = wants(request), png_scale(request)  # checked before any work
         images, options = await images_and_options(request, encoder)
         sample = params.flag(options.get("sample", False), "sample")
         seed = params.seed(options.get("seed"))
@@ -122,17 +124,16 @@ def routes(service: Service):
         logits = np.asarray(likelihood.decoder_logits(decoded), np.float64)
         log_px_z = likelihood.bernoulli_log_prob(images.astype(np.float64), logits)
         outputs = np.clip(decoded[PROBS], 0.0, 1.0)  # float32's sigmoid can give 1.0000001
-        if wants(request) == codec.PNG:
-            return Response(
-                200, encode_png(paired_rows(images, outputs, png_scale(request))), codec.PNG
-            )
-        if wants(request) == codec.NPY:
+        if media == codec.PNG:
+            return Response(200, encode_png(paired_rows(images, outputs, scale)), codec.PNG)
+        if media == codec.NPY:
             return Response(200, codec.dump_npy(outputs), codec.NPY)
         meta = {"version": encoder.version, IMAGES: outputs, Z: z}
         return json_response({**meta, "reconstruction": log_px_z})
 
     async def interpolate(request: Request) -> Response:
         encoder, decoder = pair(service, request)
+        media, scale = wants(request), png_scale(request)
         body = codec.parse_json_object(
             request.body, codec.list_budget(encoder.item_shape, 8)
         )  # 2 + room to say so
@@ -160,10 +161,10 @@ def routes(service: Service):
         z = likelihood.interpolate(ends[0], ends[1], steps, method == "spherical")
         z = z.astype(np.float32)
         outputs = np.clip((await service.run(decoder, z))[PROBS], 0.0, 1.0)
-        if wants(request) == codec.PNG:
-            strip = grid(outputs, scale=png_scale(request), columns=steps)
+        if media == codec.PNG:
+            strip = grid(outputs, scale=scale, columns=steps)
             return Response(200, encode_png(strip), codec.PNG)
-        if wants(request) == codec.NPY:
+        if media == codec.NPY:
             return Response(200, codec.dump_npy(outputs), codec.NPY)
         return json_response({"version": encoder.version, Z: z, IMAGES: outputs})
 

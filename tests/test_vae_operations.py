@@ -4,6 +4,7 @@ of `make evaluate` and the ONNX graphs run in-process."""
 from __future__ import annotations
 
 import io
+import json
 import struct
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from keras_vae.iwae import evaluate_likelihood
 from serving.client import LocalVae, VaeClient
 from tests.serving_helpers import running_service
-from vae_contract import Z_LOG_VAR, Z_MEAN, likelihood
+from vae_contract import Z_LOG_VAR, Z_MEAN, likelihood, score_reference
 
 FIGURES = ("log_likelihood", "elbo", "reconstruction", "kl")
 
@@ -125,13 +126,24 @@ def test_interpolate_between_images_and_latents(url, local, binary):
     assert struct.unpack(">II", strip.content[16:24]) == (8 * 30 + 2, 32)
 
 
-def test_score_reference_is_a_clear_404_when_not_recorded(url):
+def test_score_reference_recorded_at_export(url, exported_repo, local, binary, tmp_path):
     answer = httpx.get(url + "/v1/score/reference")
-    assert answer.status_code in (200, 404)
-    if answer.status_code == 404:
-        assert "export" in answer.json()["error"]
-    else:
-        assert sum(answer.json()["counts"]) == answer.json()["images"]
+    assert answer.status_code == 200, answer.text
+    reference = answer.json()
+    assert (reference["version"], reference["dataset"], reference["k"]) == (1, "mnist", 100)
+    assert sum(reference["counts"]) == reference["images"] == 200  # the parity examples
+    edges = np.asarray(reference["bin_edges"])
+    assert len(edges) == len(reference["counts"]) + 1 and (np.diff(edges) > 0).all()
+    q = reference["quantiles"]
+    assert edges[0] <= q["0.01"] <= q["0.5"] <= q["0.99"] <= edges[-1]
+    # the same figures as scoring the export's held-out images now: their mean agrees
+    scored = local.score(binary[:120], k=100, seed=0)["log_likelihood"].mean()
+    assert abs(scored - reference["mean"]) < 10  # other images (120 of the 200): same scale
+    # a manifest without one (an older export): None, which the route turns into a 404
+    manifest = json.loads((exported_repo / "onnx/vae_decoder/1/manifest.json").read_text())
+    manifest.pop(score_reference.KEY)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert score_reference.read_reference(tmp_path) is None
 
 
 def zeros(count: int = 2, shape: tuple[int, ...] = (28, 28, 1)) -> list:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vae_contract import LOGITS, PROBS
+from vae_contract import LOGITS, MAX_REQUEST_ITEMS, PROBS
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -111,6 +111,8 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, spherical: bool) -> np
 # and the most a caller may ask for (the K of the headline `make evaluate --full`).
 DEFAULT_K = 100
 MAX_K = 1000
+# K x images of one /v1/score request: K=100 on the largest batch, or K=1000 on 102 images.
+MAX_SCORED_ROWS = MAX_REQUEST_ITEMS * DEFAULT_K
 # Decoder rows per pass when scoring: bounds memory (4,096 x 784 logits in float64 is
 # 26 MB), whatever the number of images and K.
 ROWS_PER_PASS = 4096
@@ -120,6 +122,25 @@ def image_groups(n: int, k: int) -> list[slice]:
     """The images scored in one pass: as many as keep K x images <= ROWS_PER_PASS."""
     size = max(1, ROWS_PER_PASS // k)
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def score_images(
+    x: np.ndarray,
+    encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    decode: Callable[[np.ndarray], np.ndarray],
+    k: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """:func:`scores` of many images, with networks given as functions: ``encode`` x ->
+    (mean, log_var), ``decode`` z [rows, latent] float32 -> logits. Images are scored a
+    group at a time (:func:`image_groups`); the noise is drawn group by group from ``rng``."""
+    mean, log_var = encode(x)
+    parts = []
+    for group in image_groups(len(x), k):
+        z = posterior_samples(mean[group], log_var[group], k, rng)
+        logits = decode(z.reshape(-1, z.shape[-1]).astype(np.float32))
+        parts.append(scores(x[group], z, mean[group], log_var[group], logits))
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def decoder_logits(outputs: dict[str, np.ndarray]) -> np.ndarray:
