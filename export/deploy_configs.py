@@ -22,7 +22,7 @@ from export.tf_serving_config import (
     models_config,
 )
 from export.triton_config import TRITON_CONFIG, model_config
-from vae_contract import ENCODER, NETWORKS, ONNX_DIR, TF_DIR
+from vae_contract import ENCODER, FLOAT32, NETWORKS, ONNX_DIR, TF_DIR, VARIANTS, model_name
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -48,11 +48,23 @@ def write_tf_serving_configs(tf_root: Path, base: str | None = None) -> list[Pat
 
 
 def write_triton_configs(onnx_root: Path, latent_dim: int) -> list[Path]:
-    """One ``config.pbtxt`` beside the version folders of each network."""
-    return [
-        write_atomic(onnx_root / network / TRITON_CONFIG, model_config(network, latent_dim))
+    """One ``config.pbtxt`` beside the version folders of each network, and of each
+    variant's build of it that has a version (``vae_encoder_int8``...)."""
+    names = [
+        (network, model_name(network, variant))
+        for variant in VARIANTS
         for network in NETWORKS
+        if variant == FLOAT32 or _has_versions(onnx_root / model_name(network, variant))
     ]
+    return [
+        write_atomic(onnx_root / name / TRITON_CONFIG, model_config(network, latent_dim, name))
+        for network, name in names
+    ]
+
+
+def _has_versions(folder: Path) -> bool:
+    """A folder Triton would load a model from: it holds a numbered version folder."""
+    return folder.is_dir() and any(p.name.isdigit() and p.is_dir() for p in folder.iterdir())
 
 
 def latest_latent_dim(repo: Path) -> int:

@@ -6,6 +6,8 @@ Layout (TF Serving reads ``tf/``, Triton's ONNX Runtime backend and ``serving/``
     <repo>/tf/vae_decoder/<version>/...
     <repo>/onnx/vae_encoder/<version>/model.onnx, manifest.json
     <repo>/onnx/vae_decoder/<version>/...
+    <repo>/onnx/vae_encoder_int8/<version>/...  an int8 variant of that version, published
+    <repo>/onnx/vae_decoder_int8/<version>/...  later, the same way (export/quantize.py)
     <repo>/.staging-*/   exports in progress (or killed: see below); no server reads them
 
 **Publishing.** An export is built in a hidden staging folder beside these and checked;
@@ -50,7 +52,16 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from keras_vae.errors import KerasVaeError
-from vae_contract import DECODER, ENCODER, MANIFEST_FILE, NETWORKS, ONNX_DIR, TF_DIR
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    MANIFEST_FILE,
+    NETWORKS,
+    ONNX_DIR,
+    TF_DIR,
+    VARIANTS,
+    model_name,
+)
 
 FORMATS = (TF_DIR, ONNX_DIR)
 # The ONNX folders last: the service's reader sees a version only once it is whole.
@@ -64,12 +75,24 @@ def version_dirs(repo: Path, version: int) -> dict[tuple[str, str], Path]:
     return {(fmt, network): Path(fmt) / network / str(version) for fmt, network in PUBLISH_ORDER}
 
 
+def variant_dirs(version: int, variant: str) -> dict[tuple[str, str], Path]:
+    """Where the ONNX folders of a variant of ``version`` live, relative to the repository."""
+    return {
+        (ONNX_DIR, network): Path(ONNX_DIR) / model_name(network, variant) / str(version)
+        for network in (ENCODER, DECODER)
+    }
+
+
 def existing_versions(repo: Path) -> set[int]:
-    """Every version number with at least one folder: partial ones count, never reused."""
+    """Every version number with at least one folder: partial ones count, never reused.
+
+    A variant's folders count too: a number they hold stays theirs.
+    """
     found = set()
+    names = [model_name(network, variant) for variant in VARIANTS for network in NETWORKS]
     for fmt in FORMATS:
-        for network in NETWORKS:
-            folder = repo / fmt / network
+        for name in names:
+            folder = repo / fmt / name
             if folder.is_dir():
                 found.update(
                     int(p.name) for p in folder.iterdir() if p.name.isascii() and p.name.isdigit()
@@ -123,14 +146,12 @@ def _roll_back(repo: Path, stage: Path) -> list[str]:
     try:
         record = json.loads((stage / PUBLISHING).read_text())
         version, export_id = int(record["version"]), str(record["export_id"])
+        # A variant's publishing lists its own folders; a plain export's are version_dirs.
+        relatives = [Path(p) for p in record.get("folders") or version_dirs(repo, version).values()]
     except (OSError, ValueError, KeyError, TypeError):
         return []  # it never began to publish
-    ours = [
-        repo / relative
-        for relative in version_dirs(repo, version).values()
-        if _export_id(repo / relative) == export_id
-    ]
-    if len(ours) == len(PUBLISH_ORDER):
+    ours = [repo / relative for relative in relatives if _export_id(repo / relative) == export_id]
+    if len(ours) == len(relatives):
         return []  # killed after its last rename: a complete version
     for index, folder in enumerate(reversed(ours)):  # the ONNX ones first, as readers want
         os.rename(folder, stage / f"rolled-back-{index}")  # atomic: no half-deleted folder
@@ -185,25 +206,34 @@ def staging(repo: Path) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def publish(stage: Path, repo: Path, version: int, export_id: str) -> list[Path]:
+def publish(
+    stage: Path,
+    repo: Path,
+    version: int,
+    export_id: str,
+    targets: dict[tuple[str, str], Path] | None = None,
+) -> list[Path]:
     """Rename every staged version folder into the repository; refuse to overwrite.
 
-    ``export_id`` is the one in the staged manifests. It is recorded in the staging folder
-    before the first rename, so that if this process is killed before the last one, the
-    next export can tell which folders to remove. An exception (Ctrl-C included) between
-    renames moves the published folders back at once.
+    ``export_id`` is the one in the staged manifests. It is recorded in the staging folder,
+    with the folders to rename, before the first rename, so that if this process is killed
+    before the last one, the next export can tell which folders to remove. An exception
+    (Ctrl-C included) between renames moves the published folders back at once.
+    ``targets``: the folders, in renaming order (default: :func:`version_dirs`, in
+    :data:`PUBLISH_ORDER`; a variant passes :func:`variant_dirs`).
     """
-    targets = version_dirs(repo, version)
+    targets = targets or version_dirs(repo, version)
     published: list[tuple[Path, Path]] = []
     with _locked(repo):
         for relative in targets.values():
             if (repo / relative).exists():
                 raise KerasVaeError(f"{repo / relative} appeared meanwhile; export again")
-        record = {"version": version, "export_id": export_id}
+        folders = [str(relative) for relative in targets.values()]
+        record = {"version": version, "export_id": export_id, "folders": folders}
         (stage / PUBLISHING).write_text(json.dumps(record) + "\n")
         try:
-            for key in PUBLISH_ORDER:
-                source, target = stage / targets[key], repo / targets[key]
+            for relative in targets.values():
+                source, target = stage / relative, repo / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(source, 0o755)  # mkdtemp's 0700 would hide it from a server user
                 os.rename(source, target)

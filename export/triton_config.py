@@ -38,9 +38,12 @@ def _dims(shape: list[int | None]) -> str:
     return ", ".join(str(d) for d in shape[1:])
 
 
-def model_config(network: str, latent_dim: int) -> str:
-    """The ``ModelConfig`` text proto of ``network`` (its folder's name) for Triton."""
-    name = INPUTS[network]
+def model_config(network: str, latent_dim: int, name: str | None = None) -> str:
+    """The ``ModelConfig`` text proto of ``network`` for Triton, as model ``name`` (its
+    folder's name: ``network`` itself, or a variant's, such as ``vae_encoder_int8``, which
+    has the same tensors)."""
+    model = name or network
+    tensor = INPUTS[network]
     in_dims = _dims(input_shape(network, latent_dim))
     outputs = ",\n".join(
         f'  {{ name: "{output}" data_type: TYPE_FP32 dims: [ {_dims(shape)} ] }}'
@@ -49,19 +52,19 @@ def model_config(network: str, latent_dim: int) -> str:
     preferred = ", ".join(str(size) for size in PREFERRED_BATCH_SIZES)
     warmup = ",\n".join(
         f'  {{\n    name: "zeros_batch_{size}"\n    batch_size: {size}\n'
-        f'    inputs {{\n      key: "{name}"\n'
+        f'    inputs {{\n      key: "{tensor}"\n'
         f"      value {{ data_type: TYPE_FP32 dims: [ {in_dims} ] zero_data: true }}\n"
         "    }\n  }"
         for size in WARMUP_BATCH_SIZES
     )
     what = "images -> z_mean, z_log_var" if network == ENCODER else "z -> probs, logits"
     return (
-        f"# {network} ({what}); written by `python -m export`, see export/triton_config.py\n"
-        f'name: "{network}"\n'
+        f"# {model} ({what}); written by `python -m export`, see export/triton_config.py\n"
+        f'name: "{model}"\n'
         f'backend: "{BACKEND}"\n'
         f"max_batch_size: {MAX_REQUEST_ITEMS}\n"
         "version_policy { latest { num_versions: 1 } }\n"
-        f'input [\n  {{ name: "{name}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}\n]\n'
+        f'input [\n  {{ name: "{tensor}" data_type: TYPE_FP32 dims: [ {in_dims} ] }}\n]\n'
         f"output [\n{outputs}\n]\n"
         f"instance_group [\n  {{ count: {INSTANCES} kind: KIND_CPU }}\n]\n"
         "dynamic_batching {\n"
