@@ -53,11 +53,16 @@ def prepare_data(train_flags: list[str]) -> None:
     would refuse it anyway (it holds the run folder's lock), but only once N workers
     had started and their output had buried the reason.
     """
-    from keras_vae.data import load_tfds_split
-    from keras_vae.runs import load_config, refuse_if_training
-    from keras_vae.train import build_parser, config_from_args
+    from keras_vae.quiet import silence_libraries
+    from keras_vae.train import build_parser
 
     args = build_parser().parse_args(train_flags)
+    silence_libraries(getattr(args, "verbose", False))  # before TensorFlow is imported
+
+    from keras_vae.data import load_tfds_split
+    from keras_vae.runs import load_config, refuse_if_training
+    from keras_vae.train import config_from_args
+
     resume = getattr(args, "resume", None)
     if resume:
         refuse_if_training(resume)

@@ -3,9 +3,13 @@ and benchmark reports that say which model they measured."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
 
 @pytest.mark.parametrize(
@@ -63,3 +67,20 @@ def test_bench_report_names_the_model_it_measured(exported_repo):
     assert describe_model(model) == (
         "vae_encoder/vae_decoder v1 from run small (mnist, conv, latent 2)"
     )
+
+
+def test_launch_prepares_the_data_without_the_libraries_chatter(data_config):
+    """Issue 14: the launcher prepared the data before silencing TensorFlow, so its INFO
+    lines opened every multi-worker log. TF_CPP_MIN_LOG_LEVEL unset, as for a user."""
+    from tests.test_train import LIBRARY_LINE
+
+    flags = ["--data-dir", data_config.data_dir, "--tfds-dir", data_config.tfds_dir]
+    code = f"from keras_vae.launch import prepare_data; prepare_data({flags!r}); print('ok')"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    noise = [line for line in result.stderr.splitlines() if LIBRARY_LINE.search(line)]
+    assert not noise, noise
