@@ -319,7 +319,7 @@ def quantize_version(
             )
         say("int8: timing against float32 (one thread, interleaved)")
         timings = measure_speed(timed32, timed8, measured)
-        shared = {
+        facts = {
             "name": INT8,
             "quantization": recipe(),
             "calibration": {
@@ -331,27 +331,26 @@ def quantize_version(
                 "dataset": config.data.dataset,
             },
             "nll": nll,
-            "difference_from_float32": differences(fast32, fast8, measured),
         }
+        diffs = differences(fast32, fast8, measured)
         for network in NETWORKS:
-            document = variant_manifest(
-                network, version, folders[network], verified.manifests[network], export_id
-            )
-            document["variant"] = {
-                **shared,
-                "source": {
-                    "model_name": network,
-                    "version": version,
-                    "export_id": verified.manifests[network].get("export_id"),
-                    "sha256": verified.manifests[network]["files"][ONNX_FILE]["sha256"],
-                },
+            measured_here = {
+                **facts,
                 "speed": {
                     "method": METHOD,
                     "cpu": cpu_name(),
                     "timings": [t.to_dict() for t in timings[network]],
                 },
-                "difference_from_float32": shared["difference_from_float32"][network],
+                "difference_from_float32": diffs[network],
             }
+            document = variant_manifest(
+                network,
+                version,
+                folders[network],
+                verified.manifests[network],
+                export_id,
+                measured_here,
+            )
             (folders[network] / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         published = publish(stage, repo, version, export_id, targets)
     configs = write_deploy_configs(repo, latent_dim=verified.latent_dim)
@@ -384,10 +383,22 @@ def source_config(
 
 
 def variant_manifest(
-    network: str, version: int, folder: Path, source: dict[str, Any], export_id: str
+    network: str,
+    version: int,
+    folder: Path,
+    source: dict[str, Any],
+    export_id: str,
+    facts: dict[str, Any],
 ) -> dict[str, Any]:
-    """The keys every ONNX reader checks (vae_contract.repository), for the variant's folder;
-    the tensors, latent size and source run are its float32 source's."""
+    """The keys every ONNX reader checks (vae_contract.repository), for the variant's folder
+    (the tensors, latent size and source run are its float32 ``source``'s), and under
+    ``variant`` what it was built from, how, and what it was measured to cost and gain."""
+    origin = {
+        "model_name": network,
+        "version": version,
+        "export_id": source.get("export_id"),
+        "sha256": source["files"][ONNX_FILE]["sha256"],
+    }
     return {
         "model_name": model_name(network, INT8),
         "version": version,
@@ -401,4 +412,5 @@ def variant_manifest(
         "source_run": source.get("source_run"),
         "tools": tool_versions(),
         "opset": source.get("opset"),
+        "variant": {**facts, "source": origin},
     }
