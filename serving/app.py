@@ -9,6 +9,7 @@ and :mod:`serving.operations` (health, metrics, OpenAPI). Each is decode → run
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import orjson
@@ -22,6 +23,8 @@ from serving.service import Service
 access_log = logging.getLogger("serving.access")
 error_log = logging.getLogger("serving.error")
 Table = dict[str, tuple[str, Handler]]
+# Inference on the latest version of a model named in the path: v2 infer, TF predict.
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)/infer$|^/v1/models/([^/:]+):predict$")
 
 
 class App:
@@ -31,9 +34,12 @@ class App:
         self.service = service
         self.routes: dict[str, Table] = {}
         self.prefixes: list[tuple[str, Table]] = []
+        self.admits: dict[str, str] = {}  # exact path -> the network its handler runs
 
     def route(self, path: str, name: str, handler: Handler, methods: tuple[str, ...]) -> None:
         """``path`` ending in ``/`` matches every path under it (``/`` itself only itself)."""
+        if (network := getattr(handler, "admits", None)) is not None:
+            self.admits[path] = network
         table = {method: (name, handler) for method in methods}
         if path != "/" and path.endswith("/"):
             self.prefixes.append((path, table))
@@ -44,6 +50,28 @@ class App:
         """What the ASGI layer answers before routing (body too large, too many requests)."""
         self.service.metrics.observe_request("refused", status, 0.0)
         return error_response(ApiError(status, message, headers))
+
+    def shed(self, path: str, query: bytes) -> Response | None:
+        """503 before the body is read when the request's model has a full queue.
+
+        The handlers check the queue too, after routing; this is the same check made
+        earlier, for the routes whose model is known from the path alone and the latest
+        version (a ``version`` in the query goes to the handler, which resolves it and
+        words its errors)."""
+        network = self.admits.get(path)
+        if network is None:
+            match = _MODEL_PATH.match(path)
+            if match is None:
+                return None
+            network = match[1] or match[2]
+        if b"version=" in query or network not in self.service.models:
+            return None
+        try:
+            self.service.check_room(self.service.model(network))
+        except ApiError as error:
+            self.service.metrics.observe_request("refused", error.status, 0.0)
+            return error_response(error)
+        return None
 
     def _table(self, path: str) -> Table | None:
         table = self.routes.get(path)

@@ -38,7 +38,20 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 ANY = "*"  # the method of a route whose handler checks the method itself
 Refusal = Callable[[int, str, dict[str, str]], Response]
+Shedder = Callable[[str, bytes], "Response | None"]
 Hook = Callable[[], Awaitable[None]]
+
+
+def admits(network: str) -> Callable[[Handler], Handler]:
+    """Marks a handler that runs ``network``: while that model's queue is full, its
+    requests are refused before their body is read (``AsgiApp.shed``)."""
+
+    def mark(handler: Handler) -> Handler:
+        handler.admits = network  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
 
 _CLOSE = {"connection": "close"}
 _RETRY = {"retry-after": "1"}
@@ -55,6 +68,8 @@ class AsgiLimits:
 class AsgiApp:
     """``handle(Request) -> Response`` as an ASGI 3 callable, with a lifespan.
 
+    ``shed(path, query)`` may refuse a request before its body is read: under overload
+    a refusal must cost far less than a request, or refusing starves the service.
     ``refuse(status, message, headers)`` words the answers given here without the
     router: 413 for a body above the limit (from Content-Length before reading, or
     while streaming a chunked body), 503 with Retry-After above the requests in
@@ -69,9 +84,11 @@ class AsgiApp:
         limits: AsgiLimits,
         startup: Hook | None = None,
         shutdown: Hook | None = None,
+        shed: Shedder | None = None,
     ):
         self.handle = handle
         self.refuse = refuse
+        self.shed = shed
         self.limits = limits
         self.startup = startup
         self.shutdown = shutdown
@@ -121,6 +138,9 @@ class AsgiApp:
         ):
             message = f"{unread} bytes of answers wait for their clients to read them; retry"
             await _send(send, self.refuse(503, message, _RETRY))
+            return
+        if self.shed is not None and (refusal := self.shed(scope["path"], scope["query_string"])):
+            await _send(send, refusal)  # its body is never read: uvicorn discards it
             return
         self.in_progress += 1
         try:

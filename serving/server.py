@@ -52,7 +52,7 @@ def build_asgi(config: ServingConfig) -> AsgiApp:
     limits = AsgiLimits(
         config.max_body_bytes, config.max_concurrency, config.max_unread_bytes, UNREAD.bytes
     )
-    return AsgiApp(app.handle, app.refuse, limits, startup, service.stop)
+    return AsgiApp(app.handle, app.refuse, limits, startup, service.stop, app.shed)
 
 
 def worker_app() -> AsgiApp:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from serving import codec, json_batch, params, sampling
-from serving.asgi import Request, Response
+from serving.asgi import Request, Response, admits
 from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.responses import arrays_response, images_response, sends_npy
@@ -50,6 +50,7 @@ def routes(service: Service):
     config = service.config
     max_items = config.max_request_items
 
+    @admits(ENCODER)
     async def encode(request: Request) -> Response:
         model = service.admit(ENCODER, params.version(request.query.get("version")))
         if sends_npy(request):
@@ -68,6 +69,7 @@ def routes(service: Service):
             outputs = {**outputs, Z: sampling.reparameterize(outputs, seed)}
         return arrays_response(request, {"model": model.name, "version": model.version}, outputs)
 
+    @admits(DECODER)
     async def decode(request: Request) -> Response:
         model = service.admit(DECODER, params.version(request.query.get("version")))
         if sends_npy(request):
@@ -78,6 +80,7 @@ def routes(service: Service):
         meta = {"model": model.name, "version": model.version}
         return images_response(request, outputs[PROBS], meta)
 
+    @admits(DECODER)
     async def sample(request: Request) -> Response:
         model = service.admit(DECODER, params.version(request.query.get("version")))
         payload = codec.parse_json_object(request.body, 16) if request.body else {}

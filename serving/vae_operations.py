@@ -26,7 +26,7 @@ import asyncio
 import numpy as np
 
 from serving import codec, params, sampling
-from serving.asgi import Request, Response
+from serving.asgi import Request, Response, admits
 from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.png import encode_png, grid
@@ -72,6 +72,7 @@ def routes(service: Service):
             return images, request.query
         return await service.offload.call(read_images, request.body, encoder, max_items)
 
+    @admits(ENCODER)
     async def score(request: Request) -> Response:
         encoder, decoder = pair(service, request)
         images, options = await images_and_options(request, encoder)
@@ -112,6 +113,7 @@ def routes(service: Service):
             )
         return json_response({"version": decoder.version, **found})
 
+    @admits(ENCODER)
     async def reconstruct(request: Request) -> Response:
         encoder, decoder = pair(service, request)
         media, scale = wants(request), png_scale(request)  # checked before any work
@@ -131,6 +133,7 @@ def routes(service: Service):
         meta = {"version": encoder.version, IMAGES: outputs, Z: z}
         return json_response({**meta, "reconstruction": log_px_z})
 
+    @admits(ENCODER)
     async def interpolate(request: Request) -> Response:
         encoder, decoder = pair(service, request)
         media, scale = wants(request), png_scale(request)

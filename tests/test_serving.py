@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -486,10 +487,28 @@ def test_a_full_queue_refuses_before_parsing(exported_repo):
             assert time.monotonic() < deadline, "the queue never filled"
             time.sleep(0.01)
         garbled = httpx.post(url + "/v1/decode", content=b"{not json")
+        garbled_v2 = httpx.post(url + "/v2/models/vae_decoder/infer", content=b"{not json")
+        garbled_tf = httpx.post(url + "/v1/models/vae_decoder:predict", content=b"{not json")
+        # Refused before its body is even read (a refusal must cost far less than a
+        # request), and the connection stays usable: the body that follows is skipped.
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = b"POST /v1/sample HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+            sock.sendall(head)
+            refusal = sock.recv(65536)
+            sock.sendall(b" " * 100_000 + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            after = b""
+            while b'"alive"' not in after:
+                chunk = sock.recv(65536)
+                assert chunk, after
+                after += chunk
         for thread in threads:
             thread.join(60)
         # Refused before its body is parsed: 503 (full queue), not 400 (malformed JSON).
-        assert garbled.status_code == 503 and "overloaded" in garbled.json()["error"]
+        for answer in (garbled, garbled_v2, garbled_tf):
+            assert answer.status_code == 503 and "overloaded" in answer.json()["error"]
+        assert refusal.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in refusal.lower()
+        assert after.startswith(b"HTTP/1.1 200")
         assert [r.status_code for r in results] == [200, 200]
 
 
