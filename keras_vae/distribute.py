@@ -72,3 +72,34 @@ def with_shard_policy(dataset, policy: str):
         "off": tf.data.experimental.AutoShardPolicy.OFF,
     }[policy]
     return dataset.with_options(options)
+
+
+class Replicas:
+    """What a custom ``train_step`` must do itself under tf.distribute, and why.
+
+    ``fit`` runs the step once per replica, each on 1/R of the global batch, and the
+    optimizer sums the replicas' gradients: :meth:`share` divides a replica's loss by R,
+    so that the update is the gradient of the mean over the global batch, whatever R.
+
+    Keras 3.15 averages a multi-worker step's outputs across workers with
+    ``reduce(axis=0)``, which fails on scalars: :meth:`outputs` gives each a length-1
+    axis that the average removes.
+    """
+
+    @staticmethod
+    def share(loss):
+        import tensorflow as tf
+
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+    @staticmethod
+    def outputs(results: dict) -> dict:
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            strategy.extended._in_multi_worker_mode()
+        )
+        if not multi_worker:
+            return results
+        return {name: tf.reshape(value, (1,)) for name, value in results.items()}

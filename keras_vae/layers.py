@@ -23,8 +23,17 @@ class Sampling(keras.layers.Layer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
-        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+        return self.draw(z_mean, z_log_var)[0]
+
+    def draw(self, z_mean, z_log_var, samples: int | None = None):
+        """``(z, epsilon)``: one z per row, or ``samples`` of them on a new leading axis.
+
+        The importance-weighted bound draws k samples per image and needs the noise
+        itself, to evaluate log q(z|x) without dividing by sigma.
+        """
+        shape = ops.shape(z_mean) if samples is None else (samples, *ops.shape(z_mean))
+        epsilon = keras.random.normal(shape, seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon, epsilon
 
     def reset_seed(self) -> None:
         """Restart the noise sequence, so that a repeated evaluation draws the same noise."""

@@ -13,21 +13,17 @@ held-out figures are repeatable.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_vae.config import ModelConfig
-from keras_vae.elbo import bernoulli_log_likelihood, gaussian_kl, standard_normal_log_density
+from keras_vae.distribute import Replicas
+from keras_vae.elbo import per_example_loss
 from keras_vae.layers import Sampling
 from keras_vae.networks import build_decoder, build_encoder
-
-
-def _multi_worker() -> bool:
-    strategy = tf.distribute.get_strategy()
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        strategy.extended._in_multi_worker_mode()
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -110,77 +106,45 @@ class VAE(keras.Model):
         progress = ops.cast(self.optimizer.iterations, "float32") / float(self.kl_warmup_steps)
         return self.beta * ops.minimum(progress, 1.0)
 
-    def _elbo_terms(self, x, sampler: Sampling, training: bool):
-        """Per-example log p(x|z) and KL(q(z|x) || p(z)) with one reparameterized z."""
-        z_mean, z_log_var = self.encoder(x, training=training)
-        z = sampler([z_mean, z_log_var])
-        logits = self.decoder(z, training=training)
-        return bernoulli_log_likelihood(x, logits), gaussian_kl(z_mean, z_log_var)
-
-    def _iwae_objective(self, x, kl_weight):
-        """Per-example importance-weighted bound with k samples, its mean log p(x|z) and KL.
+    def loss_per_example(self, x, kl_weight, samples: int = 1, training: bool = True):
+        """Forward pass to ``(loss, log_px_z, kl)`` per example, with k = ``samples`` z's each.
 
         The k samples share one encoder pass; the decoder sees them as one batch of k*B.
+        Training draws from ``sampler``, evaluation (``training=False``) from ``eval_sampler``.
         """
-        k = self.iw_samples
-        z_mean, z_log_var = self.encoder(x, training=True)
-        batch, latent = ops.shape(z_mean)[0], ops.shape(z_mean)[1]
-        epsilon = keras.random.normal((k, batch, latent), seed=self.sampler.seed_generator)
-        z = z_mean + ops.exp(0.5 * z_log_var) * epsilon  # [k, B, latent]
-        logits = self.decoder(ops.reshape(z, (k * batch, latent)), training=True)
-        repeated = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * batch, *x.shape[1:]))
-        log_px_z = ops.reshape(bernoulli_log_likelihood(repeated, logits), (k, batch))
-        # log q(z|x) at z = mean + sigma * eps, written with eps: no division by sigma.
-        log_qz = standard_normal_log_density(epsilon) - 0.5 * ops.sum(z_log_var, axis=-1)
-        log_w = log_px_z + kl_weight * (standard_normal_log_density(z) - log_qz)
-        bound = ops.logsumexp(log_w, axis=0) - ops.log(float(k))
-        return bound, ops.mean(log_px_z, axis=0), gaussian_kl(z_mean, z_log_var)
+        z_mean, z_log_var = self.encoder(x, training=training)
+        sampler = self.sampler if training else self.eval_sampler
+        z, epsilon = sampler.draw(z_mean, z_log_var, samples)  # [k, B, latent]
+        logits = self.decoder(ops.reshape(z, (-1, ops.shape(z)[-1])), training=training)
+        return per_example_loss(x, logits, z, epsilon, z_mean, z_log_var, kl_weight)
 
-    def _record(self, log_likelihood, kl, kl_weight, loss=None) -> dict:
-        self.loss_tracker.update_state(kl_weight * kl - log_likelihood if loss is None else loss)
+    def _training_loss(self, x, kl_weight):
+        """The ELBO's loss, or the k-sample bound's from ``iw_start_step`` on (fine-tuning)."""
+        bound = functools.partial(self.loss_per_example, x, kl_weight, self.iw_samples)
+        if self.iw_samples == 1 or self.iw_start_step <= 0:
+            return bound()
+        elbo = functools.partial(self.loss_per_example, x, kl_weight, 1)
+        return tf.cond(self.optimizer.iterations >= self.iw_start_step, bound, elbo)
+
+    def _record(self, loss, log_likelihood, kl) -> dict:
+        self.loss_tracker.update_state(loss)
         self.reconstruction_tracker.update_state(-log_likelihood)
         self.kl_tracker.update_state(kl)
         self.elbo_tracker.update_state(log_likelihood - kl)
-        results = {metric.name: metric.result() for metric in self.metrics}
-        if _multi_worker():
-            # Keras 3.15 averages step outputs across workers with reduce(axis=0), which
-            # fails on scalars: give each a length-1 axis that the average removes.
-            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
-        return results
+        return Replicas.outputs({metric.name: metric.result() for metric in self.metrics})
 
     def train_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
-        kl_weight = self.kl_weight()
-
-        def elbo_objective():
-            log_likelihood, kl = self._elbo_terms(x, self.sampler, training=True)
-            return kl_weight * kl - log_likelihood, log_likelihood, kl
-
-        def iwae_objective():
-            bound, log_likelihood, kl = self._iwae_objective(x, kl_weight)
-            return -bound, log_likelihood, kl
-
         with tf.GradientTape() as tape:
-            if self.iw_samples == 1:
-                per_example, log_likelihood, kl = elbo_objective()
-            elif self.iw_start_step <= 0:
-                per_example, log_likelihood, kl = iwae_objective()
-            else:  # the ELBO first, then the k-sample bound: a fine-tuning phase
-                started = self.optimizer.iterations >= self.iw_start_step
-                per_example, log_likelihood, kl = tf.cond(started, iwae_objective, elbo_objective)
-            loss = ops.mean(per_example)
-            # Under tf.distribute each replica sees 1/R of the global batch and the
-            # optimizer sums the replicas' gradients: dividing by R makes the step the
-            # gradient of the mean over the global batch, whatever the replica count.
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            loss, log_likelihood, kl = self._training_loss(x, self.kl_weight())
+            scaled = Replicas.share(ops.mean(loss))
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
-        return self._record(log_likelihood, kl, kl_weight, per_example)
+        return self._record(loss, log_likelihood, kl)
 
     def test_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
-        log_likelihood, kl = self._elbo_terms(x, self.eval_sampler, training=False)
-        return self._record(log_likelihood, kl, self.beta)
+        return self._record(*self.loss_per_example(x, self.beta, training=False))
 
     def evaluate(self, *args, **kwargs):
         # fit() validates through evaluate() too, so every held-out figure
@@ -190,7 +154,7 @@ class VAE(keras.Model):
 
     def get_config(self) -> dict:
         return {
-            "name": self.name,
+            **super().get_config(),
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "beta": self.beta,
