@@ -9,8 +9,6 @@ path a server sees it at.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from export.tf_serving_config import (
@@ -23,18 +21,7 @@ from export.tf_serving_config import (
 )
 from export.triton_config import TRITON_CONFIG, model_config
 from vae_contract import ENCODER, FLOAT32, NETWORKS, ONNX_DIR, TF_DIR, VARIANTS, model_name
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Readers (a server polling its config) see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600: a server user could not read
-    os.replace(tmp.name, path)
-    return path
+from vae_contract.atomic import write_text
 
 
 def write_tf_serving_configs(tf_root: Path, base: str | None = None) -> list[Path]:
@@ -44,7 +31,7 @@ def write_tf_serving_configs(tf_root: Path, base: str | None = None) -> list[Pat
         DOCKER_MODELS_CONFIG: models_config(DOCKER_BASE),
         BATCHING_CONFIG: batching_config(),
     }
-    return [write_atomic(tf_root / name, text) for name, text in files.items()]
+    return [write_text(tf_root / name, text) for name, text in files.items()]
 
 
 def write_triton_configs(onnx_root: Path, latent_dim: int) -> list[Path]:
@@ -57,7 +44,7 @@ def write_triton_configs(onnx_root: Path, latent_dim: int) -> list[Path]:
         if variant == FLOAT32 or _has_versions(onnx_root / model_name(network, variant))
     ]
     return [
-        write_atomic(onnx_root / name / TRITON_CONFIG, model_config(network, latent_dim, name))
+        write_text(onnx_root / name / TRITON_CONFIG, model_config(network, latent_dim, name))
         for network, name in names
     ]
 

@@ -14,9 +14,7 @@ loads, says which one it skipped, and refuses in one line if none does.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import keras
 
 from keras_vae.errors import KerasVaeError
+from vae_contract.atomic import replacing
 
 _NAME = re.compile(r"epoch-(\d+)\.weights\.h5")
 # What keras.callbacks.BackupAndRestore wrote before: a run interrupted then resumes too.
@@ -45,11 +44,9 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"partial-{os.getpid()}.weights.h5"
-        self.model.save_weights(partial, overwrite=True)
-        _fsync(partial)  # the data reaches the disk before the name does
-        os.replace(partial, self.folder / f"epoch-{epoch + 1:04d}.weights.h5")
-        _fsync(self.folder)
+        # Durable: the data reaches the disk before the name does.
+        with replacing(self.folder / f"epoch-{epoch + 1:04d}.weights.h5", durable=True) as partial:
+            self.model.save_weights(partial, overwrite=True)
         for _, old in backups(self.folder)[self.keep :]:
             old.unlink(missing_ok=True)
         for stale in self.folder.glob("partial-*.weights.h5"):  # left by a killed run
@@ -108,12 +105,3 @@ def _keras_backup(folder: Path) -> list[tuple[int, Path]]:
         return []
     path = folder / _KERAS_WEIGHTS
     return [(int(epochs), path)] if path.is_file() else []
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some file systems cannot sync a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)

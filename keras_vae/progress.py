@@ -1,4 +1,5 @@
-"""A progress line every few seconds during an epoch, for terminals and log files alike.
+"""How far training is and how long it took: a progress line every few seconds during an
+epoch, for terminals and log files alike, and each epoch's time in ``history.csv``.
 
 Keras prints one line per epoch when its output is not a terminal, and an epoch of a
 large model takes minutes on two cores: the log stayed silent that long (issue 14).
@@ -61,3 +62,17 @@ class ProgressLine(keras.callbacks.Callback):
             file=self.stream or sys.stdout,
             flush=True,
         )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` to each epoch's logs, and so to ``history.csv``.
+
+    It must come before ``CSVLogger`` in the callback list, which reads the same logs.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from keras_vae.config import RunConfig
 from keras_vae.errors import KerasVaeError
+from vae_contract.atomic import write_text
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -157,12 +157,7 @@ def resolve_run(
 
 def write_json(path: str | Path, values: Any) -> None:
     """Write JSON atomically: readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(values, tmp, indent=2)
-        tmp.write("\n")
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600
-    os.replace(tmp.name, path)
+    write_text(path, json.dumps(values, indent=2) + "\n")
 
 
 def update_metrics(run_dir: str | Path, values: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import os
 import shutil
 import sys
 import time
@@ -48,6 +47,7 @@ from keras_vae.runs import (
     new_run_dir,
     update_metrics,
 )
+from vae_contract.atomic import replacing
 
 # Seconds between two progress lines of an epoch (keras_vae.progress).
 DEFAULT_PROGRESS_SECONDS = 10.0
@@ -187,12 +187,10 @@ def trim_history(history_csv: Path, epochs: int) -> None:
     if not kept:
         history_csv.unlink()
         return
-    partial = history_csv.with_name(f"{history_csv.name}.{os.getpid()}.tmp")
-    with open(partial, "w", newline="") as handle:
+    with replacing(history_csv) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(partial, history_csv)
 
 
 def train(
@@ -229,12 +227,11 @@ def _train(
 
     from keras_vae import backup
     from keras_vae import data as vae_data
-    from keras_vae.callbacks import EpochTimer
     from keras_vae.distribute import make_strategy, with_shard_policy
     from keras_vae.evaluate import evaluate_elbo
     from keras_vae.model import VAE
-    from keras_vae.progress import ProgressLine
-    from keras_vae.report import write_pictures
+    from keras_vae.pictures import write_pictures
+    from keras_vae.progress import EpochTimer, ProgressLine
 
     # The strategy first: a multi-worker one must exist before TensorFlow runs anything.
     strategy = make_strategy(config.train.strategy)
@@ -327,10 +324,8 @@ def _train(
         verbose=2,  # a line per epoch; ProgressLine speaks during one
     )
     train_seconds = time.perf_counter() - started
-    model_path = work_dir / MODEL_FILE
-    partial = work_dir / f"partial-{os.getpid()}.keras"
-    vae.save(partial)
-    os.replace(partial, model_path)  # a reader never sees half a model file
+    with replacing(work_dir / MODEL_FILE) as partial:  # a reader never sees half a model
+        vae.save(partial)
 
     epoch_seconds = history.history.get("epoch_seconds", [])
     steady = epoch_seconds[1:] or epoch_seconds  # the first epoch includes tracing

@@ -7,7 +7,7 @@ from statistics import NormalDist
 import matplotlib.pyplot as plt
 import numpy as np
 
-from keras_vae import plots
+from keras_vae import pictures
 
 
 def axes_fraction(axis: plt.Axes, points: np.ndarray) -> np.ndarray:
@@ -16,9 +16,9 @@ def axes_fraction(axis: plt.Axes, points: np.ndarray) -> np.ndarray:
 
 
 def test_manifold_grid_is_the_inverse_gaussian_cdf_of_a_unit_square_grid():
-    z = plots.manifold_grid(5)
+    z = pictures.manifold_grid(5)
     centres = (np.arange(5) + 0.5) / 5
-    u = plots.prior_cdf(z)
+    u = pictures.prior_cdf(z)
     np.testing.assert_allclose(u[:5, 0], centres, atol=1e-6)  # first row: z[0] rises
     np.testing.assert_allclose(u[::5, 1], centres[::-1], atol=1e-6)  # rows: z[1] falls
     assert NormalDist().cdf(float(z[0, 0])) == u[0, 0]
@@ -26,10 +26,10 @@ def test_manifold_grid_is_the_inverse_gaussian_cdf_of_a_unit_square_grid():
 
 def test_both_pictures_put_each_z_at_the_same_place_on_labelled_axes():
     size = 4
-    z = plots.manifold_grid(size)
+    z = pictures.manifold_grid(size)
     probs = np.random.default_rng(0).random((size * size, 28, 28, 1)).astype(np.float32)
-    manifold = plots.manifold_figure(probs)
-    latent_map = plots.latent_map_figure(z, np.arange(size * size) % 10)
+    manifold = pictures.manifold_figure(probs)
+    latent_map = pictures.latent_map_figure(z, np.arange(size * size) % 10)
     try:
         image_axis, map_axis = manifold.axes[0], latent_map.axes[0]
         # Cell (row r, column c) of the manifold is drawn around u = ((c+½)/n, 1-(r+½)/n).
@@ -42,8 +42,8 @@ def test_both_pictures_put_each_z_at_the_same_place_on_labelled_axes():
         for axis in (image_axis, map_axis):
             assert axis.get_xlabel().startswith("z[0]") and axis.get_ylabel() == "z[1]"
             labels = [float(t.get_text().replace("\u2212", "-")) for t in axis.get_xticklabels()]
-            assert labels == list(plots.Z_TICKS)
-            np.testing.assert_allclose(axis.get_xticks(), plots.prior_cdf(np.array(labels)))
+            assert labels == list(pictures.Z_TICKS)
+            np.testing.assert_allclose(axis.get_xticks(), pictures.prior_cdf(np.array(labels)))
     finally:
         plt.close(manifold)
         plt.close(latent_map)

@@ -1,4 +1,6 @@
-"""Pictures of a trained VAE, as PNG files: what people would rather look at than read."""
+"""Pictures of a trained VAE, as PNG files in its run folder: what people would rather look
+at than read. Samples and reconstructions always; for a 2-D latent, the latent map and the
+decoded manifold, on the same axes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
@@ -128,3 +131,31 @@ def save_manifold(probs: np.ndarray, path: Path) -> None:
     figure = manifold_figure(probs)
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
+
+
+def decode_probs(vae, z: np.ndarray) -> np.ndarray:
+    """Bernoulli means of the decoder at latent points ``z``."""
+    return ops.convert_to_numpy(ops.sigmoid(vae.decoder.predict(z, verbose=0)))
+
+
+def write_pictures(
+    vae, run_dir: Path, test_inputs: np.ndarray, test_labels: np.ndarray, seed: int = 0
+) -> list[Path]:
+    """Samples and reconstructions always; for a 2-D latent, the latent map and manifold too."""
+    run_dir = Path(run_dir)
+    written = []
+    z = np.random.default_rng(seed).standard_normal((64, vae.latent_dim)).astype(np.float32)
+    save_samples(decode_probs(vae, z), run_dir / "samples.png")
+    written.append(run_dir / "samples.png")
+
+    originals = test_inputs[:30]
+    reconstructions = vae.predict(originals, verbose=0)
+    save_reconstructions(originals, reconstructions, run_dir / "reconstructions.png")
+    written.append(run_dir / "reconstructions.png")
+
+    if vae.latent_dim == 2:
+        z_mean, _ = vae.encoder.predict(test_inputs, batch_size=500, verbose=0)
+        save_latent_map(z_mean, test_labels, run_dir / "latent_map.png")
+        save_manifold(decode_probs(vae, manifold_grid()), run_dir / "manifold.png")
+        written += [run_dir / "latent_map.png", run_dir / "manifold.png"]
+    return written
