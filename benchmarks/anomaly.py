@@ -273,14 +273,15 @@ def plot(directions: Mapping[str, dict], path: Path) -> None:
             edges = symlog_edges(np.concatenate(list(values.values())))
             for label, v in values.items():
                 auc = result["auroc"].get(label, {}).get(score)
-                tag = label if auc is None else f"{label} (AUROC {auc:.2f})"
+                normal = auc is None
                 ax.hist(
                     v,
                     bins=edges,
                     weights=np.full(len(v), 1 / len(v)),
-                    histtype="step",
+                    histtype="stepfilled" if normal else "step",
+                    alpha=0.35 if normal else 1.0,
                     linewidth=1.4,
-                    label=tag,
+                    label=f"{label} (normal)" if normal else f"{label} (AUROC {auc:.2f})",
                 )
             ax.set_xscale("symlog", linthresh=1.0)
             ax.set_title(f"{name} model: {score}", fontsize=10)
@@ -288,7 +289,7 @@ def plot(directions: Mapping[str, dict], path: Path) -> None:
             ax.legend(fontsize=6.5, loc="upper left")
         axes[row][0].set_ylabel("fraction of the set")
     figure.suptitle(
-        "; ".join(describe_model(result["model"]) for result in directions.values()), fontsize=8
+        "\n".join(describe_model(result["model"]) for result in directions.values()), fontsize=8
     )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
