@@ -267,7 +267,7 @@ def test_config_command_rewrites_models_config_for_a_moved_repository(exported_r
     printed = run_module("export", "config", "--repo", str(moved), "--base", "gs://b/m", "--print")
     assert printed.returncode == 0 and 'base_path: "gs://b/m/vae_decoder"' in printed.stdout
     assert base_paths() == [f"/srv/vae/tf/{n}" for n in NETWORKS]  # --print writes nothing
-    leftovers = [p for p in moved.rglob("*") if p.name.endswith(".tmp")]
+    leftovers = [p for p in moved.rglob("*") if p.name.startswith("partial-")]  # atomic.py
     assert leftovers == []
 
     refused = run_module("export", "config", "--repo", str(moved), "--base", "models")
