@@ -51,16 +51,17 @@ def test_corruptions_shapes_and_ranges():
     assert np.array_equal(made["noise"], anomaly.corruptions(inputs, seed=0)["noise"])
 
 
-def test_compressed_length_orders_by_complexity():
+@pytest.mark.parametrize("compressor", sorted(anomaly.COMPRESSORS))
+def test_compressed_length_orders_by_complexity(compressor):
     rng = np.random.default_rng(2)
     digit_like = np.zeros((1, 28, 28, 1), np.float32)
     digit_like[0, 8:20, 12:16] = 1.0
     sets = [np.zeros((1, 28, 28, 1)), digit_like, (rng.random((1, 28, 28, 1)) < 0.5) * 1.0]
-    blank, stroke, noise = (anomaly.compressed_nats(x)[0] for x in sets)
+    blank, stroke, noise = (anomaly.compressed_nats(x, compressor)[0] for x in sets)
     assert 0 < blank < stroke < noise
     noise_bytes = noise / (8 * math.log(2))
     assert noise_bytes == pytest.approx(round(noise_bytes))  # whole bytes, in nats
-    assert noise_bytes > 98  # 784 random bits do not compress
+    assert noise_bytes >= 98  # 784 random bits do not compress
 
 
 def test_scores_auroc_json_and_plot(local, splits, tmp_path):
