@@ -13,7 +13,7 @@ import numpy as np
 
 from export.deploy_configs import write_deploy_configs
 from export.manifest import MANIFEST_FILE, file_table, tool_versions
-from export.onnx_graph import OPSET, onnx_outputs, onnx_session, write_onnx
+from export.onnx_graph import OPSET, onnx_outputs, write_onnx
 from export.parity import ATOL, RTOL, ParityReport, compare
 from export.repository import choose_version, publish, staging, version_dirs
 from export.savedmodel import savedmodel_outputs, warmup_batches, write_savedmodel, write_warmup
@@ -24,8 +24,6 @@ from vae_contract import (
     DECODER,
     ENCODER,
     INPUTS,
-    LOGITS,
-    MAX_BATCH_SIZE,
     NETWORKS,
     ONNX_DIR,
     ONNX_FILE,
@@ -36,6 +34,7 @@ from vae_contract import (
     output_shapes,
     score_reference,
 )
+from vae_contract.likelihood import DEFAULT_K
 from vae_contract.repository import FORMAT_NAMES
 
 PARITY_SEED = 0
@@ -129,24 +128,18 @@ def manifest(
     return document
 
 
-def onnx_score_reference(folders: dict, images: np.ndarray, dataset: str) -> dict:
-    """The held-out images' log-likelihood histogram by the exported ONNX graphs, as the
-    service's /v1/score computes it (default K, seed 0)."""
-    encoder = onnx_session(folders[ONNX_DIR, ENCODER] / ONNX_FILE)
-    decoder = onnx_session(folders[ONNX_DIR, DECODER] / ONNX_FILE)
+def onnx_score_reference(folders: dict, version: int, images: np.ndarray, dataset: str) -> dict:
+    """The held-out images' log-likelihood histogram by the exported ONNX graphs, scored
+    as the service's /v1/score scores them (LocalVae.score: default K, seed 0)."""
+    from serving.client import LocalVae
+    from serving.engine import OnnxModel
 
-    def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, log_var = encoder.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
-        return mean, log_var
-
-    def decode(z: np.ndarray) -> np.ndarray:
-        parts = [
-            decoder.run([LOGITS], {INPUTS[DECODER]: z[i : i + MAX_BATCH_SIZE]})[0]
-            for i in range(0, len(z), MAX_BATCH_SIZE)
-        ]
-        return np.concatenate(parts)
-
-    return score_reference.measure(images, encode, decode, dataset)
+    encoder, decoder = (
+        OnnxModel(folders[ONNX_DIR, network] / ONNX_FILE, network, version) for network in NETWORKS
+    )
+    k, seed = DEFAULT_K, score_reference.SEED
+    scored = LocalVae.from_models(encoder, decoder).score(images, k=k, seed=seed)
+    return score_reference.build(scored["log_likelihood"], dataset, k, seed)
 
 
 def export_run(
@@ -196,7 +189,7 @@ def export_run(
             candidate = onnx_outputs(onnx_path, network, inputs[network])
             reports.append(compare(network, "onnx", reference, candidate, atol, rtol))
 
-        reference = onnx_score_reference(folders, inputs[ENCODER], config.data.dataset)
+        reference = onnx_score_reference(folders, version, inputs[ENCODER], config.data.dataset)
         tolerance = {"atol": atol, "rtol": rtol}
         for (fmt, network), folder in folders.items():
             document = manifest(

@@ -41,15 +41,10 @@ def write_onnx(vae, network: str, path: Path, metadata: dict[str, str], version:
     onnx.save(model, str(path))
 
 
-def onnx_session(path: Path):
-    """An onnxruntime session on the CPU, as the service opens one."""
+def onnx_outputs(path: Path, network: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def onnx_outputs(path: Path, network: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    session = onnx_session(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     values = session.run(names, {INPUTS[network]: inputs})
     return dict(zip(names, values, strict=True))

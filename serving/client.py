@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from vae_contract import (
     likelihood,
 )
 
+if TYPE_CHECKING:
+    from serving.engine import OnnxModel
+
 NPY = "application/x-npy"
 RECON = "reconstruction"
 IMAGE_PIXELS = int(np.prod(IMAGE_SHAPE))
@@ -44,6 +48,14 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
     return buffer.getvalue()
+
+
+def _sampling(sample: bool, seed: int | None) -> dict[str, str]:
+    """The query of an endpoint that may sample z (encode, reconstruct)."""
+    params = {"sample": str(sample).lower()}
+    if seed is not None:
+        params["seed"] = str(seed)
+    return params
 
 
 class VaeClient:
@@ -83,10 +95,8 @@ class VaeClient:
         self, images: np.ndarray, sample: bool = False, seed: int | None = None
     ) -> dict[str, np.ndarray]:
         """images [N, 28, 28, 1] in [0, 1] -> z_mean, z_log_var (and z if ``sample``)."""
-        params = {"sample": str(sample).lower()}
-        if seed is not None:
-            params["seed"] = str(seed)
         headers = {"content-type": NPY, "accept": NPY}
+        params = _sampling(sample, seed)
         return self._post("/v1/encode", content=_npy(images), params=params, headers=headers)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
@@ -114,12 +124,8 @@ class VaeClient:
         self, images: np.ndarray, sample: bool = False, seed: int | None = None
     ) -> dict[str, np.ndarray]:
         """``images`` (reconstructions), ``z`` and ``reconstruction`` (log p(x|z), nats)."""
-        params = {"sample": str(sample).lower()}
-        if seed is not None:
-            params["seed"] = str(seed)
-        answer = self._post(
-            "/v1/reconstruct", content=_npy(images), params=params, headers={"content-type": NPY}
-        )
+        params, headers = _sampling(sample, seed), {"content-type": NPY}
+        answer = self._post("/v1/reconstruct", content=_npy(images), params=params, headers=headers)
         return {name: np.asarray(answer[name], np.float32) for name in (IMAGES, Z, RECON)}
 
     def interpolate(
@@ -157,8 +163,19 @@ class LocalVae:
         from serving.repository import load
 
         models = load(repo, version, threads)  # verified; RepositoryError if unusable
-        self.encoder, self.decoder = models[ENCODER], models[DECODER]
-        self.latent_dim = self.decoder.item_shape[0]
+        self._use(models[ENCODER], models[DECODER])
+
+    @classmethod
+    def from_models(cls, encoder: OnnxModel, decoder: OnnxModel) -> LocalVae:
+        """Two networks already opened, e.g. by an export before it publishes them: what
+        it records about them is then what LocalVae and the service compute."""
+        vae = cls.__new__(cls)
+        vae._use(encoder, decoder)
+        return vae
+
+    def _use(self, encoder: OnnxModel, decoder: OnnxModel) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_dim = decoder.item_shape[0]
 
     def encode(
         self, images: np.ndarray, sample: bool = False, seed: int | None = None
