@@ -20,8 +20,9 @@ import numpy as np
 import orjson
 
 _OPEN = re.compile(rb"\s*:\s*(\[+)")
-_NUMBER_CHARS = b"0123456789.eE+- \t\r\n"
-_MARK = bytes.maketrans(b"0123456789.eE+-", b"n" * 15)
+_WHITESPACE = b" \t\r\n"
+_NUMBER_CHARS = b"0123456789.eE+-"
+_COMMA, _OPENING, _CLOSING = b",[]"
 
 
 @lru_cache(maxsize=16)
@@ -31,6 +32,25 @@ def _skeleton(item_shape: tuple[int, ...]) -> bytes:
         return b""
     inner = _skeleton(item_shape[1:])
     return b"[" + b",".join([inner] * item_shape[0]) + b"]"
+
+
+def _has_whitespace(text: bytes) -> bool:
+    """Four single-byte searches (memchr) cost less than one deleting pass."""
+    return b" " in text or b"\n" in text or b"\r" in text or b"\t" in text
+
+
+def _numbers_only_in_innermost_lists(compact: bytes) -> bool:
+    """Whether no number touches a bracket from outside a list, in a text without
+    whitespace whose brackets and commas match the skeleton.
+
+    A number out of place then sits right after a ``]`` or right before a ``[``
+    (after ``],`` the skeleton always continues with ``[``). One vectorised pass over
+    the text costs a third of four substring searches over it."""
+    text = np.frombuffer(compact, np.uint8)
+    before, after = text[:-1], text[1:]
+    if ((before == _CLOSING) & (after != _CLOSING) & (after != _COMMA)).any():
+        return False
+    return not ((after == _OPENING) & (before != _OPENING) & (before != _COMMA)).any()
 
 
 def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
@@ -49,15 +69,13 @@ def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray
         return None
     end += depth
     span = body[start:end]
+    compact = span.translate(None, _WHITESPACE) if _has_whitespace(span) else span
     one = _skeleton(item_shape)
-    stripped = span.translate(None, _NUMBER_CHARS)
+    stripped = compact.translate(None, _NUMBER_CHARS)
     count, remainder = divmod(len(stripped) - 1, len(one) + 1)
     if remainder or count < 1 or stripped != b"[" + b",".join([one] * count) + b"]":
         return None
-    # Numbers only inside the innermost lists: with every number character marked "n",
-    # nothing may touch a bracket from outside a list, directly or across a comma.
-    marked = span.translate(_MARK, b" \t\r\n")
-    if b"]n" in marked or b"n[" in marked or b"],n" in marked or b"n,[" in marked:
+    if not _numbers_only_in_innermost_lists(compact):
         return None
     try:
         numbers = orjson.loads(b"[" + span.translate(None, b"[]") + b"]")

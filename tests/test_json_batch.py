@@ -63,6 +63,9 @@ IRREGULAR = [
     orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"[1.2.3]", 1),
     orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"[--1]", 1),
     orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"[1 2]", 1),
+    orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"[]0.0", 1),  # after a list
+    orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"0.0[]", 1),  # before a list
+    json.dumps({"images": images(1)}).encode().replace(b"[0.0]", b"[] 0.0", 1),
     orjson.dumps({"images": images(1)})[:-3],  # cut short
     orjson.dumps({"images": np.zeros((1, 28, 28)).tolist()}),  # another shape: ordinary path
     orjson.dumps([{"images": images(1)}]),  # not an object
