@@ -172,7 +172,8 @@ class Batcher:
         future = self._loop.create_future()
         pending = _Pending(inputs, future, time.monotonic() + self.timeout)
         self._waiting.append(pending)
-        self._has_work.set()
+        if not self._has_work.is_set():  # set() takes a lock even when already set
+            self._has_work.set()
         return await future
 
     # -- on the event loop -------------------------------------------------------------

@@ -196,6 +196,8 @@ def to_array(value: Any, what: str) -> np.ndarray:
             array = np.asarray(value)
         except ValueError:
             raise ApiError(400, f"{what} is ragged: every row must have the same shape") from None
+    if array.dtype == np.float32:  # already what the networks take (every .npy client)
+        return array
     if array.dtype.kind not in "iuf":
         kind = "text" if array.dtype.kind in "US" else "non-numeric values"
         raise ApiError(400, f"{what} must be numbers, got {kind} (dtype {array.dtype})")
@@ -239,13 +241,16 @@ def item_forms(item_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     return (item_shape, flat)
 
 
+def _batch(item_shape: tuple[int, ...]) -> str:
+    return "[N, " + ", ".join(map(str, item_shape)) + "]"
+
+
 def check_batch(
     array: np.ndarray, item_shape: tuple[int, ...], what: str, max_items: int
 ) -> np.ndarray:
     """Accept [N, *item_shape] (images may also come as [N, 28, 28] or [N, 784])."""
-    expected = "[N, " + ", ".join(map(str, item_shape)) + "]"
     if array.ndim == 0:
-        raise ApiError(400, f"{what} is a single number; expected a batch {expected}")
+        raise ApiError(400, f"{what} is a single number; expected a batch {_batch(item_shape)}")
     if array.shape[0] == 0:
         raise ApiError(400, f"{what} is an empty batch; send at least one item")
     items = array.shape[0]
@@ -255,6 +260,7 @@ def check_batch(
         if array.shape[1:] in item_forms(item_shape):
             array = array.reshape((items, *item_shape))
         else:
+            expected = _batch(item_shape)
             raise ApiError(400, f"{what} has shape {list(array.shape)}; expected {expected}")
     return np.ascontiguousarray(array)
 
