@@ -69,8 +69,7 @@ class App:
         try:
             self.service.check_room(self.service.model(network))
         except ApiError as error:
-            self.service.metrics.observe_request("refused", error.status, 0.0)
-            return error_response(error)
+            return self.refuse(error.status, error.message, error.headers)
         return None
 
     def _table(self, path: str) -> Table | None:
