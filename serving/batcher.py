@@ -9,8 +9,8 @@ up, so batches grow with the load by themselves.
 The thread takes its next batch itself, as soon as the last one is done, rather
 than waiting for a turn of the event loop: under a flood the loop's turn is long
 (hundreds of connections to serve, most of them refused with 503), and a queue
-emptied only once per turn admitted only ``max_queue`` requests per turn; goodput
-under overload fell to a tenth of capacity (README, "Reliability").
+emptied only once per turn admits only ``max_queue`` requests per turn, and goodput
+under overload collapses (README, "Reliability").
 
 A request of more than ``max_batch`` rows is served in slices, one such request
 at a time: it fills half of each batch, and the small requests waiting meanwhile

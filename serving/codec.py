@@ -83,8 +83,8 @@ def _npy_layout(descr: str, dims: str) -> tuple[np.dtype, tuple[int, ...], int]:
 def _fast_npy(body: bytes) -> np.ndarray | None:
     """Read the common case (version 1, C order, little-endian numbers) without ``np.load``.
 
-    ``np.load`` parses the header with ``ast.literal_eval``, which was a quarter of
-    the service's CPU per binary request; a header seen before is not parsed again.
+    ``np.load`` parses the header with ``ast.literal_eval``, which costs more than the
+    rest of a small binary request; a header seen before is not parsed again.
     Anything unusual falls back to :func:`_checked_npy`.
     """
     if len(body) < 10 or body[:6] != _MAGIC or body[6] != 1:
@@ -152,9 +152,9 @@ _first = itemgetter(0)
 def _regular_array(value: Any, what: str = "the array") -> np.ndarray | None:
     """Nested lists of equal lengths as one array, or None to let numpy decide (and explain).
 
-    ``np.asarray`` on a JSON image (784 one-pixel lists) cost ~150 µs, twice the parse
+    ``np.asarray`` on a JSON image (784 one-pixel lists) costs more than the parse
     itself: here each level's lengths are checked and the level flattened by C-level
-    iterators, and numpy only ever sees one flat list (~25 µs).
+    iterators, and numpy only ever sees one flat list.
     """
     if not isinstance(value, list):
         return None

@@ -1,12 +1,13 @@
 """A JSON request's batch read straight from the text, when it is regular.
 
 ``orjson.loads`` turns one 28x28x1 image into 813 lists and 784 floats, and walking
-them costs more than the parse: together ~250 µs, most of a JSON request's CPU
-(README, "Why it is fast"). Here the array's text is found in the body, its
-brackets are checked against the skeleton of a regular ``[N, *item_shape]``
-array, and only the numbers go through orjson, as one flat list. Anything else
-(pretty-printed JSON, other shapes, a malformed number, the key twice) returns
-None, and the caller parses the body the ordinary way, which also words the error.
+them costs more than the parse; a JSON request spends most of its CPU there (README,
+"Why it is fast"; ``python -m benchmarks.json_read`` compares both ways). Here the
+array's text is found in the body, its brackets are checked against the skeleton of
+a regular ``[N, *item_shape]`` array, and only the numbers go through orjson, as one
+flat list. Anything else (pretty-printed JSON, other shapes, a malformed number, the
+key twice) returns None, and the caller parses the body the ordinary way, which also
+words the error.
 """
 
 from __future__ import annotations

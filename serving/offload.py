@@ -1,8 +1,8 @@
 """Large JSON bodies are decoded in a helper process, off the event loop.
 
-Decoding a 1,024-image JSON request takes ~100 ms of C calls (orjson, bytes
-scans, numpy) that hold the GIL. On the event loop that is 100 ms during which no
-other client is answered; in a thread it is the same, since the GIL is not
+Decoding a large JSON request (1,024 images) is a long run of C calls (orjson,
+bytes scans, numpy) that hold the GIL. On the event loop no other client is
+answered meanwhile; in a thread it is the same, since the GIL is not
 released inside those calls. In one separate process per worker, the loop only
 hands over the body and receives the array (README, "Reliability", has the
 figures). Small bodies, the common case, are decoded inline: a round trip to

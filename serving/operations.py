@@ -27,7 +27,8 @@ def routes(service: Service):
 
     async def openapi_json(request: Request) -> Response:
         # New versions may be published while the service runs (their numbers are in the
-        # document); building it takes ~2 ms, so it is rebuilt only when they change.
+        # document); building it walks every route and model, so it is rebuilt only when
+        # they change.
         served = tuple((name, tuple(versions)) for name, versions in service.models.items())
         if served not in documents:
             documents.clear()

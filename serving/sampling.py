@@ -8,7 +8,7 @@ import numpy as np
 
 from vae_contract import Z_LOG_VAR, Z_MEAN
 
-_unseeded = np.random.default_rng()  # building a generator costs ~20 µs: one for all
+_unseeded = np.random.default_rng()  # building a generator costs more than a small draw
 
 
 def rng(seed: int | None) -> np.random.Generator:
