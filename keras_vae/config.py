@@ -1,7 +1,9 @@
 """Typed configuration for training, with defaults that work.
 
-One dataclass per concern; command-line flags override the defaults, and the
-effective configuration is written beside every run as ``config.json``.
+One dataclass per concern; each field carries its help text beside its default
+(:func:`vae_contract.settings.setting`), from which ``python -m keras_vae.train`` makes
+its flags. Flags override the defaults, and the effective configuration is written
+beside every run as ``config.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keras_vae.errors import ConfigError
+from keras_vae.errors import ConfigError, require_choice
+from vae_contract.settings import setting
 
 DATASETS = ("mnist", "fashion_mnist")
 ARCHITECTURES = ("conv", "resnet")
@@ -34,27 +37,31 @@ def _require(condition: bool, message: str) -> None:
 class DataConfig:
     """Which dataset, where it comes from, and how images are turned into inputs."""
 
-    dataset: str = "mnist"
-    # Folder with the four official .gz files (or with one sub-folder per
-    # dataset); None means TFDS downloads them as usual.
-    data_dir: str | None = field(default_factory=lambda: os.environ.get(DATA_DIR_ENV) or None)
-    # Where TFDS keeps the prepared dataset; None means TFDS's own default.
-    tfds_dir: str | None = None
-    binarization: str = "dynamic"
-    # Images held out of the training split to validate on after each epoch.
-    validation_size: int = 5000
-    # Use only the first N training images (0 = all); for quick experiments.
-    train_size: int = 0
+    dataset: str = setting("mnist", "the images to model", choices=DATASETS)
+    data_dir: str | None = setting(
+        help="folder with the four official .gz files (or one sub-folder per dataset); "
+        f"unset: ${DATA_DIR_ENV}, else TFDS downloads them",
+        factory=lambda: os.environ.get(DATA_DIR_ENV) or None,
+    )
+    tfds_dir: str | None = setting(
+        None, "where TFDS keeps the prepared dataset (unset: TFDS's own default)"
+    )
+    binarization: str = setting(
+        "dynamic",
+        "dynamic: a fresh Bernoulli sample of each training image every epoch; "
+        "static: threshold 0.5; none: grey levels",
+        choices=BINARIZATIONS,
+    )
+    validation_size: int = setting(
+        5000, "images held out of the training split to validate on after each epoch"
+    )
+    train_size: int = setting(
+        0, "use only the first N training images (0: all), for quick experiments"
+    )
 
     def __post_init__(self) -> None:
-        _require(
-            self.dataset in DATASETS,
-            f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}",
-        )
-        _require(
-            self.binarization in BINARIZATIONS,
-            f"unknown binarization {self.binarization!r}; choose one of {', '.join(BINARIZATIONS)}",
-        )
+        require_choice("dataset", self.dataset, DATASETS)
+        require_choice("binarization", self.binarization, BINARIZATIONS)
         _require(
             self.validation_size >= 0,
             f"validation_size must be >= 0, got {self.validation_size}",
@@ -66,26 +73,30 @@ class DataConfig:
 class ModelConfig:
     """Architecture of the encoder and decoder (defaults: the keras.io convolutional VAE)."""
 
-    latent_dim: int = 16
-    conv_filters: tuple[int, ...] = (32, 64)
-    hidden_units: int = 256
-    # "conv": the keras.io networks; "resnet": the same 28 -> 14 -> 7 plan with
-    # residual blocks at each resolution, for quality.
-    architecture: str = "conv"
-    residual_blocks: int = 1
-    # Hidden-layer non-linearity; smooth ones (elu, swish) often fit likelihoods better.
-    activation: str = "relu"
+    latent_dim: int = setting(
+        16, "size of the latent space (2 also draws the latent map and the manifold)"
+    )
+    conv_filters: tuple[int, ...] = setting(
+        (32, 64), "filters of the two stride-2 convolutions (28 -> 14 -> 7)"
+    )
+    hidden_units: int = setting(256, "width of the dense layer before the latent space")
+    architecture: str = setting(
+        "conv",
+        "conv: the keras.io networks; resnet: the same 28 -> 14 -> 7 plan with residual "
+        "blocks at each resolution, for quality",
+        choices=ARCHITECTURES,
+    )
+    residual_blocks: int = setting(1, "residual blocks per resolution (resnet only)")
+    activation: str = setting(
+        "relu",
+        "hidden-layer non-linearity; smooth ones (elu, swish) often fit likelihoods better",
+        choices=ACTIVATIONS,
+    )
 
     def __post_init__(self) -> None:
         self.conv_filters = tuple(int(f) for f in self.conv_filters)
-        _require(
-            self.architecture in ARCHITECTURES,
-            f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}",
-        )
-        _require(
-            self.activation in ACTIVATIONS,
-            f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}",
-        )
+        require_choice("architecture", self.architecture, ARCHITECTURES)
+        require_choice("activation", self.activation, ACTIVATIONS)
         _require(
             self.residual_blocks >= 0,
             f"residual_blocks must be >= 0, got {self.residual_blocks}",
@@ -105,49 +116,54 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, the ELBO's weighting, reproducibility and where results go."""
 
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    # "cosine" decays the learning rate to 5 % of its start over the whole run.
-    lr_schedule: str = "constant"
-    # Weight of the KL term (beta-VAE); 1.0 is the true ELBO.
-    beta: float = 1.0
-    # Linear KL warm-up from 0 to beta over this many epochs (0 = off).
-    kl_warmup_epochs: int = 0
-    # Importance samples per image in the training objective: 1 is the ELBO (analytic
-    # KL); k > 1 is the IWAE bound (Burda et al.), tighter, at k decoder passes per image.
-    iw_samples: int = 1
-    # With iw_samples > 1: the epoch from which the k-sample bound replaces the ELBO
-    # (0 = from the start); the epochs before train on the cheaper ELBO.
-    iw_start_epoch: int = 0
-    seed: int = 0
-    # tf.distribute: "default" (one device), "mirrored" (all local devices) or
-    # "multi_worker" (the cluster in TF_CONFIG). batch_size is the global batch.
-    strategy: str = "default"
-    # How workers split the input: "data" (every worker skips the others' elements),
-    # "auto" (tf.data decides) or "off" (each worker reads everything).
-    shard_policy: str = "data"
-    output_dir: str = "artifacts/runs"
-    run_name: str | None = None
+    epochs: int = setting(30, "passes over the training images")
+    batch_size: int = setting(128, "images per step: the global batch, split across replicas")
+    learning_rate: float = setting(1e-3, "Adam's learning rate (its start, with a schedule)")
+    lr_schedule: str = setting(
+        "constant",
+        "cosine: decay the learning rate to 5 % of its start over the whole run",
+        choices=LR_SCHEDULES,
+    )
+    beta: float = setting(1.0, "weight of the KL term (beta-VAE); 1.0 is the true ELBO")
+    kl_warmup_epochs: int = setting(
+        0, "linear KL warm-up from 0 to beta over this many epochs (0: off)"
+    )
+    iw_samples: int = setting(
+        1,
+        "importance samples per image in the training objective: 1 is the ELBO (analytic "
+        "KL); k > 1 is the IWAE bound (Burda et al.), tighter, at k decoder passes per image",
+    )
+    iw_start_epoch: int = setting(
+        0,
+        "with k > 1 importance samples: the epoch from which the k-sample bound replaces "
+        "the ELBO (0: from the start); the epochs before train on the cheaper ELBO",
+    )
+    seed: int = setting(0, "seeds the weights, the shuffling, the binarization and sampling")
+    strategy: str = setting(
+        "default",
+        "tf.distribute: default (one device), mirrored (all local devices) or "
+        "multi_worker (the cluster in TF_CONFIG)",
+        choices=STRATEGIES,
+    )
+    shard_policy: str = setting(
+        "data",
+        "how workers split the input: data (every worker skips the others' elements), "
+        "auto (tf.data decides) or off (each worker reads everything)",
+        choices=SHARD_POLICIES,
+    )
+    output_dir: str = setting("artifacts/runs", "where run folders go")
+    run_name: str | None = setting(
+        None, "run folder name (unset: the time, the dataset and the latent size)"
+    )
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        _require(
-            self.lr_schedule in LR_SCHEDULES,
-            f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}",
-        )
+        require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        _require(
-            self.strategy in STRATEGIES,
-            f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}",
-        )
-        _require(
-            self.shard_policy in SHARD_POLICIES,
-            f"unknown shard_policy {self.shard_policy!r}; "
-            f"choose one of {', '.join(SHARD_POLICIES)}",
-        )
+        require_choice("strategy", self.strategy, STRATEGIES)
+        require_choice("shard_policy", self.shard_policy, SHARD_POLICIES)
         _require(self.iw_samples >= 1, f"iw_samples must be >= 1, got {self.iw_samples}")
         _require(
             0 <= self.iw_start_epoch < self.epochs,
@@ -204,7 +220,5 @@ def preset_names() -> list[str]:
 
 def load_preset(name: str) -> dict[str, Any]:
     """A named partial configuration ({"data": ..., "model": ..., "train": ...})."""
-    path = PRESETS_DIR / f"{name}.json"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
-    return json.loads(path.read_text())
+    require_choice("preset", name, preset_names())
+    return json.loads((PRESETS_DIR / f"{name}.json").read_text())

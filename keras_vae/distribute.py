@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from keras_vae.config import STRATEGIES
-from keras_vae.errors import ConfigError
+from keras_vae.errors import ConfigError, require_choice
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,19 @@ def cluster_role(strategy_name: str) -> Role:
     return Role(is_chief=is_chief, index=index if kind == "worker" else 0, workers=workers)
 
 
-def make_strategy(name: str):
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy called ``name`` (one of ``STRATEGIES``).
+
+    A name is checked before TensorFlow is imported, so that a typo costs no start-up.
+    """
+    require_choice("strategy", name, STRATEGIES)
     import tensorflow as tf
 
-    if name == "default":
-        return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return tf.distribute.get_strategy()
 
 
 def with_shard_policy(dataset, policy: str):

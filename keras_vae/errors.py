@@ -7,7 +7,7 @@ instead of a traceback, so a typo never looks like a crash.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 
 class KerasVaeError(Exception):
@@ -20,6 +20,17 @@ class ConfigError(KerasVaeError, ValueError):
 
 class DataError(KerasVaeError):
     """A dataset that is missing, corrupt or cannot be prepared."""
+
+
+def require_choice(kind: str, value: object, choices: Collection[str]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming them all.
+
+    Every closed set of names (datasets, architectures, strategies, presets, ...) is
+    checked here, so that a typo is always answered by the same sentence, with the
+    valid names in the order given.
+    """
+    if value not in choices:
+        raise ConfigError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -19,13 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keras_vae.config import (
-    ACTIVATIONS,
-    ARCHITECTURES,
-    BINARIZATIONS,
-    DATASETS,
-    LR_SCHEDULES,
-    SHARD_POLICIES,
-    STRATEGIES,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -48,59 +41,35 @@ from keras_vae.runs import (
     update_metrics,
 )
 from vae_contract.atomic import replacing
+from vae_contract.settings import add_flags
 
 # Seconds between two progress lines of an epoch (keras_vae.progress).
 DEFAULT_PROGRESS_SECONDS = 10.0
 
 
+# The sections of a run's configuration: (RunConfig field, --help group, dataclass).
+SECTIONS = (
+    ("data", "data", DataConfig),
+    ("model", "model", ModelConfig),
+    ("train", "training", TrainConfig),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """A flag per field of the configuration's dataclasses, grouped by section, then the rest.
+
+    The configuration flags, their types, choices, defaults and help come from the
+    dataclasses (:func:`vae_contract.settings.add_flags`); only the flags that are not part
+    of a run's configuration are written here. A flag not given is absent from the parsed
+    namespace, so that :func:`config_from_args` layers the given ones over a preset.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m keras_vae.train",
         description="Train a convolutional VAE on MNIST or Fashion-MNIST (defaults work).",
         argument_default=argparse.SUPPRESS,  # unset flags keep the dataclass defaults
     )
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, help="default: mnist")
-    data.add_argument(
-        "--data-dir",
-        help="folder with the official .gz files (or one sub-folder per dataset); "
-        "default: $KERAS_VAE_DATA_DIR, else TFDS downloads them",
-    )
-    data.add_argument("--tfds-dir", help="where TFDS keeps prepared data (default: TFDS's own)")
-    data.add_argument("--binarization", choices=BINARIZATIONS, help="default: dynamic")
-    data.add_argument("--validation-size", type=int, help="training images held out (default 5000)")
-    data.add_argument("--train-size", type=int, help="use only N training images (default: all)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--latent-dim", type=int, help="default: 16 (2 draws the latent map)")
-    model.add_argument("--conv-filters", type=int, nargs=2, help="default: 32 64")
-    model.add_argument("--hidden-units", type=int, help="default: 256")
-    model.add_argument("--architecture", choices=ARCHITECTURES, help="default: conv (keras.io)")
-    model.add_argument("--residual-blocks", type=int, help="per resolution, resnet (default 1)")
-    model.add_argument("--activation", choices=ACTIVATIONS, help="default: relu")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, help="default: 30")
-    train.add_argument("--batch-size", type=int, help="default: 128")
-    train.add_argument("--learning-rate", type=float, help="default: 1e-3")
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
-    train.add_argument("--beta", type=float, help="KL weight (default 1.0: the true ELBO)")
-    train.add_argument("--kl-warmup-epochs", type=int, help="linear KL warm-up (default 0: off)")
-    train.add_argument(
-        "--iw-samples", type=int, help="k > 1 trains on the IWAE bound (default 1: the ELBO)"
-    )
-    train.add_argument(
-        "--iw-start-epoch", type=int, help="epoch from which the IWAE bound is used (default 0)"
-    )
-    train.add_argument("--seed", type=int, help="default: 0")
-    train.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        help="default (one device), mirrored (all local devices), multi_worker (TF_CONFIG)",
-    )
-    train.add_argument(
-        "--shard-policy", choices=SHARD_POLICIES, help="how workers split the input (data)"
-    )
-    train.add_argument("--output-dir", help="where run folders go (default artifacts/runs)")
-    train.add_argument("--run-name", help="run folder name (default: time, dataset, latent)")
+    for _, title, cls in SECTIONS:
+        add_flags(parser.add_argument_group(title), cls)
     parser.add_argument(
         "--preset",
         choices=preset_names(),
@@ -133,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     given = dict(vars(args))
     preset = load_preset(given.pop("preset")) if "preset" in given else {}
     sections = {}
-    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+    for section, _, cls in SECTIONS:
         names = set(cls.__dataclass_fields__)
         sections[section] = {
             **preset.get(section, {}),

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 
-from serving.config import LOG_LEVELS, ServingConfig
+from serving.config import ServingConfig
 from serving.errors import StartupError
+from vae_contract.settings import add_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per :class:`ServingConfig` field, its help and default taken from there."""
+    """One flag per :class:`ServingConfig` field, its help and default taken from there.
+
+    A flag not given is absent from the parsed namespace, and ``ServingConfig`` fills in
+    its default.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m serving", description="Serve the VAE's ONNX encoder and decoder over HTTP."
     )
-    for item in fields(ServingConfig):
-        flag = "--" + item.name.replace("_", "-")
-        default = item.default
-        helptext = f"{item.metadata['help']} (default: {default!r})"
-        if isinstance(default, bool):
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=helptext
-            )
-        elif item.name == "log_level":
-            parser.add_argument(flag, default=default, choices=LOG_LEVELS, help=helptext)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=helptext)
+    add_flags(parser, ServingConfig)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Service settings, one dataclass; ``python -m serving`` makes a flag of every field.
 
-Each field's help text lives beside it (``metadata["help"]``), so the flags, their
-defaults and their documentation cannot drift apart. Measured reasons for the
+Each field's help text lives beside it (:func:`vae_contract.settings.setting`), so the
+flags, their defaults and their documentation cannot drift apart. Measured reasons for the
 defaults are in the README ("Serve" and "Serving benchmark").
 """
 
@@ -9,74 +9,71 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from vae_contract import FLOAT32, MAX_BATCH_SIZE, MAX_REQUEST_ITEMS, VARIANTS
+from vae_contract.settings import setting
 
 LOG_LEVELS = ("debug", "info", "warning")
 
 
-def _setting(default, help: str):  # noqa: A002 - the argparse word
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class ServingConfig:
-    repo: str = _setting("artifacts/models", "model repository written by `make export`")
-    variant: str = _setting(
+    repo: str = setting("artifacts/models", "model repository written by `make export`")
+    variant: str = setting(
         FLOAT32,
         f"which build of the networks to serve as vae_encoder/vae_decoder: "
         f'{" or ".join(VARIANTS)} (int8: written by `make export ARGS="--quantize int8"`)',
     )
-    host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
-    port: int = _setting(8080, "port to listen on (0: any free port)")
-    poll_s: float = _setting(
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+    port: int = setting(8080, "port to listen on (0: any free port)")
+    poll_s: float = setting(
         10.0, "seconds between scans of the repository for new versions (0: never)"
     )
-    workers: int = _setting(
+    workers: int = setting(
         1, "server processes; each loads its own sessions and batchers (see README)"
     )
     # Coalescing: one onnxruntime call takes up to max_batch_size rows; after the first
     # request arrives the batcher waits at most max_delay_ms for more. With 0 it waits
     # for nothing: requests that arrive while a batch runs form the next one.
-    batching: bool = _setting(True, "coalesce concurrent requests (--no-batching to turn off)")
-    max_batch_size: int = _setting(MAX_BATCH_SIZE, "rows per onnxruntime call")
-    max_delay_ms: float = _setting(0.0, "longest wait for a batch to fill")
-    inline_rows: int = _setting(
+    batching: bool = setting(True, "coalesce concurrent requests (--no-batching to turn off)")
+    max_batch_size: int = setting(MAX_BATCH_SIZE, "rows per onnxruntime call")
+    max_delay_ms: float = setting(0.0, "longest wait for a batch to fill")
+    inline_rows: int = setting(
         8, "a lone batch of at most this many rows runs on the event loop (0: never)"
     )
-    offload_min_bytes: int = _setting(
+    offload_min_bytes: int = setting(
         256 * 1024, "JSON bodies this large are decoded in a helper process (0: never)"
     )
     # Backpressure: requests waiting per model before 503, and each one's deadline.
-    max_queue: int = _setting(256, "requests waiting per model before 503")
-    timeout_s: float = _setting(5.0, "deadline of each request once received")
+    max_queue: int = setting(256, "requests waiting per model before 503")
+    timeout_s: float = setting(5.0, "deadline of each request once received")
     # Limits on what one request may ask for, and on the connections.
-    max_request_items: int = _setting(MAX_REQUEST_ITEMS, "largest batch one request may send")
-    max_body_bytes: int = _setting(16 * 1024 * 1024, "largest request body")
-    max_head_bytes: int = _setting(16 * 1024, "largest request line plus headers (else 431)")
-    max_connections: int = _setting(1024, "open connections per worker before 503")
-    max_concurrency: int = _setting(512, "requests in progress per worker before 503")
-    request_timeout_s: float = _setting(30.0, "deadline to receive a whole request (else 408)")
-    keep_alive_s: float = _setting(5.0, "idle keep-alive connections are closed after this")
-    max_unread_bytes: int = _setting(
+    max_request_items: int = setting(MAX_REQUEST_ITEMS, "largest batch one request may send")
+    max_body_bytes: int = setting(16 * 1024 * 1024, "largest request body")
+    max_head_bytes: int = setting(16 * 1024, "largest request line plus headers (else 431)")
+    max_connections: int = setting(1024, "open connections per worker before 503")
+    max_concurrency: int = setting(512, "requests in progress per worker before 503")
+    request_timeout_s: float = setting(30.0, "deadline to receive a whole request (else 408)")
+    keep_alive_s: float = setting(5.0, "idle keep-alive connections are closed after this")
+    max_unread_bytes: int = setting(
         256 * 1024 * 1024, "answers not yet read by their clients, in total, before 503"
     )
-    write_timeout_s: float = _setting(
+    write_timeout_s: float = setting(
         30.0, "a client that reads nothing of its answer for this long is disconnected"
     )
-    graceful_timeout_s: float = _setting(10.0, "on SIGTERM, how long requests may finish")
+    graceful_timeout_s: float = setting(10.0, "on SIGTERM, how long requests may finish")
     # onnxruntime threads per session; 0 = all cores but one, which the event loop needs.
-    intra_op_threads: int = _setting(0, "onnxruntime threads per session (0 = cores - 1)")
+    intra_op_threads: int = setting(0, "onnxruntime threads per session (0 = cores - 1)")
     # TLS and proxies, passed through to uvicorn.
-    ssl_certfile: str = _setting("", "TLS certificate (PEM); serves HTTPS when set")
-    ssl_keyfile: str = _setting("", "TLS private key (PEM)")
-    ssl_ca_certs: str = _setting("", "CA bundle to verify client certificates")
-    proxy_headers: bool = _setting(
+    ssl_certfile: str = setting("", "TLS certificate (PEM); serves HTTPS when set")
+    ssl_keyfile: str = setting("", "TLS private key (PEM)")
+    ssl_ca_certs: str = setting("", "CA bundle to verify client certificates")
+    proxy_headers: bool = setting(
         False, "trust X-Forwarded-For/-Proto from --forwarded-allow-ips (behind a proxy)"
     )
-    forwarded_allow_ips: str = _setting("127.0.0.1", "proxies whose forwarded headers count")
-    log_level: str = _setting("info", "info logs one JSON line per request")
+    forwarded_allow_ips: str = setting("127.0.0.1", "proxies whose forwarded headers count")
+    log_level: str = setting("info", "info logs one JSON line per request", choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
         checks = [
