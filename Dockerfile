@@ -16,6 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY vae_contract/ vae_contract/
+COPY vae_runtime/ vae_runtime/
 COPY serving/ serving/
 RUN pip install ".[serve]" \
     && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin vae \

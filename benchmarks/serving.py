@@ -24,9 +24,8 @@ import orjson
 from benchmarks import reliability
 from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
 from serving.config import ServingConfig
-from serving.engine import OnnxModel
-from serving.repository import discover
-from vae_contract import DECODER, ENCODER, IMAGE_SHAPE, IMAGES
+from vae_contract import DECODER, ENCODER, IMAGE_SHAPE, IMAGES, onnx_versions
+from vae_runtime import OnnxModel
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 CONCURRENCY = (1, 8, 64)
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
 
-    found = discover(args.repo)
+    found = onnx_versions(args.repo)
     cpus = os.cpu_count() or 1
     service_threads = ServingConfig().threads
     report: dict = {

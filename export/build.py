@@ -132,7 +132,7 @@ def onnx_score_reference(folders: dict, version: int, images: np.ndarray, datase
     """The held-out images' log-likelihood histogram by the exported ONNX graphs, scored
     as the service's /v1/score scores them (LocalVae.score: default K, seed 0)."""
     from serving.client import LocalVae
-    from serving.engine import OnnxModel
+    from vae_runtime import OnnxModel
 
     encoder, decoder = (
         OnnxModel(folders[ONNX_DIR, network] / ONNX_FILE, network, version) for network in NETWORKS

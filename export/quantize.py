@@ -120,7 +120,7 @@ def calibration_inputs(
     config: RunConfig, encoder, count: int, seed: int = CALIBRATION_SEED
 ) -> dict[str, np.ndarray]:
     """Training images for the encoder; z from q(z|x) of them and from the prior, for the
-    decoder. ``encoder`` is the float32 one (``serving.engine.OnnxModel``)."""
+    decoder. ``encoder`` is the float32 one (``vae_runtime.OnnxModel``)."""
     from keras_vae.data import binarize_fixed, load_tfds_split
 
     images, _ = load_tfds_split(config.data, "train")
@@ -258,10 +258,8 @@ def quantize_version(
     pair's test NLL exceeds float32's by more than ``max_nll_increase`` nats.
     """
     from keras_vae.data import held_out_inputs, load_tfds_split
-    from serving.engine import OnnxModel
-    from serving.errors import RepositoryError
-    from serving.repository import open_version, scan
-    from vae_contract.repository import verify
+    from vae_contract.repository import scan_onnx, verify
+    from vae_runtime import OnnxModel, open_version
 
     repo = Path(repo)
     targets = variant_dirs(version, INT8)
@@ -271,11 +269,11 @@ def quantize_version(
                 f"{repo / relative} exists; a variant is never overwritten (remove it first)"
             )
     try:
-        source = scan(repo).choose(version)
+        source = scan_onnx(repo).choose(version)
         verified = verify(source)
         fast32 = open_version(source, threads=0)  # onnxruntime's default: every core
         timed32 = open_version(source, threads=1)
-    except (RepositoryError, ModelRepositoryError) as error:
+    except ModelRepositoryError as error:
         raise KerasVaeError(str(error)) from None
 
     say(f"int8: calibrating on {calibration_images} training images")

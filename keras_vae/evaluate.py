@@ -21,7 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +31,10 @@ from keras_vae.errors import KerasVaeError, run_cli
 from keras_vae.iwae import Decode, Encode, evaluate_likelihood
 from keras_vae.quiet import silence_libraries
 from keras_vae.runs import MODEL_FILE, resolve_run, update_metrics
-from vae_contract import DECODER, ENCODER, INPUTS, LOGITS, OUTPUTS
+from vae_contract import DECODER, ENCODER, Z_LOG_VAR, Z_MEAN, ModelRepositoryError, likelihood
+
+if TYPE_CHECKING:
+    from vae_runtime import OnnxModel
 
 
 def evaluate_elbo(vae, inputs: np.ndarray, batch_size: int = 500) -> dict:
@@ -64,30 +67,31 @@ def keras_networks(vae) -> tuple[Encode, Decode]:
 def onnx_networks(repo: str | Path, version: int | None = None) -> tuple[Encode, Decode, int]:
     """The exported ONNX graphs as functions on numpy arrays (onnxruntime, no TensorFlow).
 
-    Loaded by the service's own loader, so what is measured is what would be served: the
-    latest complete version by default, each file verified against its manifest.
+    Loaded by the service's own reader (:mod:`vae_runtime`), so what is measured is what
+    would be served: the latest complete version by default, each file verified against
+    its manifest.
     """
-    from serving.errors import RepositoryError
-    from serving.repository import load
+    from vae_runtime import load
 
     try:
         models = load(repo, version, threads=0)  # 0: onnxruntime's default, every core
-    except RepositoryError as error:
+    except ModelRepositoryError as error:
         raise KerasVaeError(str(error)) from None
     encode, decode = model_networks(models[ENCODER], models[DECODER])
     return encode, decode, models[ENCODER].version
 
 
-def model_networks(encoder, decoder) -> tuple[Encode, Decode]:
-    """Two loaded ONNX models (``serving.engine.OnnxModel``) as the estimator's functions:
-    also how export measures a quantized pair against its float32 source."""
+def model_networks(encoder: OnnxModel, decoder: OnnxModel) -> tuple[Encode, Decode]:
+    """Two opened ONNX models as the estimator's functions, read as the service and
+    LocalVae read them (the decoder's logits by ``likelihood.decoder_logits``): also how
+    export measures a quantized pair against its float32 source."""
 
     def encode(x):
-        z_mean, z_log_var = encoder.session.run(list(OUTPUTS[ENCODER]), {INPUTS[ENCODER]: x})
-        return z_mean, z_log_var
+        outputs = encoder.run(x)
+        return outputs[Z_MEAN], outputs[Z_LOG_VAR]
 
     def decode(z):
-        return decoder.session.run([LOGITS], {INPUTS[DECODER]: z})[0]
+        return likelihood.decoder_logits(decoder.run(z))
 
     return encode, decode
 
@@ -126,7 +130,7 @@ def version_of_run(
     (issue 14). Each manifest records its ``source_run``; only manifests are read here
     (the chosen version's files are verified when it is loaded).
     """
-    from vae_contract.repository import ModelRepositoryError, read_manifest, scan_onnx
+    from vae_contract.repository import read_manifest, scan_onnx
 
     try:
         found = scan_onnx(repo)

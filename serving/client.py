@@ -29,7 +29,7 @@ from vae_contract import (
 )
 
 if TYPE_CHECKING:
-    from serving.engine import OnnxModel
+    from vae_runtime import OnnxModel
 
 NPY = "application/x-npy"
 RECON = "reconstruction"
@@ -156,13 +156,14 @@ class LocalVae:
     """The exported encoder and decoder run in this process: ``LocalVae("artifacts/models")``.
 
     ``version`` defaults to the latest complete one; both files are verified against their
-    manifests first, as the service does (a ``RepositoryError`` names what is wrong).
+    manifests first by the service's own reader, :mod:`vae_runtime` (a
+    ``vae_contract.ModelRepositoryError`` names what is wrong).
     """
 
     def __init__(self, repo: str | Path, version: int | None = None, threads: int = 1):
-        from serving.repository import load
+        from vae_runtime import load  # onnxruntime: not needed by VaeClient
 
-        models = load(repo, version, threads)  # verified; RepositoryError if unusable
+        models = load(repo, version, threads)  # verified; ModelRepositoryError if unusable
         self._use(models[ENCODER], models[DECODER])
 
     @classmethod

@@ -18,7 +18,3 @@ class ApiError(Exception):
 
 class StartupError(Exception):
     """The service cannot start; the message says why and how to fix it."""
-
-
-class RepositoryError(StartupError):
-    """The model repository is missing or unusable."""

@@ -27,8 +27,8 @@ from vae_contract import DECODER, ENCODER, IMAGES, SIGNATURE, Z
 from vae_contract.likelihood import DEFAULT_K, MAX_K, MAX_SCORED_ROWS
 
 if TYPE_CHECKING:
-    from serving.engine import OnnxModel
     from serving.service import Service
+    from vae_runtime import OnnxModel
 
 Schema = dict[str, Any]
 

@@ -13,8 +13,8 @@ from serving.errors import ApiError
 
 if TYPE_CHECKING:
     from serving.asgi import Request
-    from serving.engine import OnnxModel
     from serving.service import Service
+    from vae_runtime import OnnxModel
 
 MAX_DIGITS = 19  # every integer we accept fits in a signed 64-bit integer
 

@@ -9,15 +9,26 @@ import numpy as np
 
 from serving.batcher import Batcher
 from serving.config import ServingConfig
-from serving.engine import OnnxModel
-from serving.errors import ApiError, RepositoryError
+from serving.errors import ApiError, StartupError
 from serving.metrics import Metrics
 from serving.offload import Offload
-from serving.repository import load_all, open_version, scan
 from vae_contract import ModelRepositoryError, choose_version
-from vae_contract.repository import OnnxVersion
+from vae_contract.repository import OnnxVersion, scan_onnx
+from vae_runtime import OnnxModel, load_all, open_version
 
 log = logging.getLogger(__name__)
+
+
+def load_at_start(config: ServingConfig, threads: int) -> dict[str, dict[int, OnnxModel]]:
+    """Every complete version of both networks, verified, or a StartupError.
+
+    A repository the service cannot serve at start-up stops it (``python -m serving`` exits
+    2 with the reader's one line); one met by a later scan is only logged (:meth:`_poll`).
+    """
+    try:
+        return load_all(config.repo, threads, config.variant)
+    except ModelRepositoryError as error:
+        raise StartupError(str(error)) from None
 
 
 class Service:
@@ -33,10 +44,8 @@ class Service:
     def __init__(self, config: ServingConfig, metrics: Metrics | None = None):
         self.config = config
         self.metrics = metrics or Metrics()
-        # Complete versions only, each verified against its manifests (serving.repository).
-        self.models: dict[str, dict[int, OnnxModel]] = load_all(
-            config.repo, config.threads, config.variant
-        )
+        # Complete versions only, each verified against its manifests (vae_runtime).
+        self.models = load_at_start(config, config.threads)
         self.batchers: dict[tuple[str, int], Batcher] = {}
         self.offload = Offload(config.offload_min_bytes)
         self.ready = False
@@ -75,7 +84,7 @@ class Service:
             await asyncio.sleep(self.config.poll_s)
             try:
                 await self.load_new_versions()
-            except RepositoryError as error:  # e.g. the repository was moved away
+            except ModelRepositoryError as error:  # e.g. the repository was moved away
                 log.warning("scanning for new versions: %s", error)
             except Exception:  # keep polling whatever one scan met
                 log.exception("scanning %s for new versions failed", self.config.repo)
@@ -83,14 +92,14 @@ class Service:
     async def load_new_versions(self) -> list[int]:
         """Load, warm up and publish every complete version not served yet."""
         loaded = {v for versions in self.models.values() for v in versions}
-        found = await asyncio.to_thread(scan, self.config.repo, self.config.variant)
+        found = await asyncio.to_thread(scan_onnx, self.config.repo, self.config.variant)
         published = []
         for number, version in sorted(found.complete.items()):
             if number in loaded or number in self._refused:
                 continue
             try:
                 models = await asyncio.to_thread(self._open_warm, version)
-            except RepositoryError as error:
+            except ModelRepositoryError as error:
                 self._refused.add(number)
                 log.warning("new version %d not served: %s", number, error)
                 continue
@@ -119,8 +128,8 @@ class Service:
 
     @staticmethod
     def check_repository(config: ServingConfig) -> None:
-        """Load every model once and drop it: a RepositoryError if any is missing or corrupt."""
-        load_all(config.repo, threads=1, variant=config.variant)
+        """Load every model once and drop it: a StartupError if any is missing or corrupt."""
+        load_at_start(config, threads=1)
 
     def model(self, name: str, version: int | None = None) -> OnnxModel:
         """The model ``name`` at ``version`` (default: the latest), or a 404 that lists them."""

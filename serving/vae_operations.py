@@ -27,7 +27,6 @@ import numpy as np
 
 from serving import codec, params, sampling
 from serving.asgi import Request, Response, admits
-from serving.engine import OnnxModel
 from serving.errors import ApiError
 from serving.png import encode_png, grid
 from serving.responses import arrays_response, json_response, png_scale, sends_npy, wants
@@ -35,6 +34,7 @@ from serving.service import Service
 from serving.vae_api import read_images
 from vae_contract import DECODER, ENCODER, IMAGES, PROBS, Z_LOG_VAR, Z_MEAN, Z, likelihood
 from vae_contract.score_reference import read_reference
+from vae_runtime import OnnxModel
 
 MAX_STEPS = 64
 METHODS = ("linear", "spherical")

@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 
 from serving.batcher import Batcher
-from serving.engine import OnnxModel
 from serving.metrics import Metrics
 from vae_contract import ENCODER, Z_MEAN
+from vae_runtime import OnnxModel
 
 
 def encoder(repo) -> OnnxModel:

@@ -172,10 +172,10 @@ def test_malformed_v2_requests_get_a_400_naming_the_problem(url, kwargs, message
 def test_the_infer_handler_steps_alone(exported_repo, local, images):
     """decode -> run -> encode, each step called directly on a real model, no server."""
     from serving import kserve
-    from serving.engine import OnnxModel
-    from serving.repository import discover
+    from vae_contract import onnx_versions
+    from vae_runtime import OnnxModel
 
-    model = OnnxModel(discover(exported_repo)["vae_encoder"][1], "vae_encoder", 1)
+    model = OnnxModel(onnx_versions(exported_repo)["vae_encoder"][1], "vae_encoder", 1)
     header = orjson.dumps(
         {
             "id": "a",

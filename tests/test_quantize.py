@@ -171,8 +171,8 @@ def test_triton_configs_of_the_variant_parse(int8_repo):
 
 
 def test_float32_readers_ignore_the_variant_and_the_service_serves_it(int8_repo, splits):
-    from serving.repository import load_all
     from tests.serving_helpers import pixels
+    from vae_runtime import load_all
 
     served = load_all(int8_repo)
     assert {m.path.parent.parent.name for v in served.values() for m in v.values()} == {
@@ -231,8 +231,8 @@ KILLED_VARIANT_PUBLISH = textwrap.dedent(
 
 def test_a_variant_killed_while_publishing_is_removed_by_the_next_export(exported_repo, tmp_path):
     from export.repository import staging
-    from serving.errors import RepositoryError
-    from serving.repository import load_all
+    from vae_contract import ModelRepositoryError
+    from vae_runtime import load_all
 
     repo = tmp_path / "models"
     shutil.copytree(exported_repo, repo)
@@ -241,7 +241,7 @@ def test_a_variant_killed_while_publishing_is_removed_by_the_next_export(exporte
     assert (repo / "onnx" / ENCODER_INT8 / "1").is_dir()
     assert not (repo / "onnx" / DECODER_INT8 / "1").exists()
     incomplete = r"no complete version of the int8 variant \(only incomplete versions: \[1\]\)"
-    with pytest.raises(RepositoryError, match=incomplete):
+    with pytest.raises(ModelRepositoryError, match=incomplete):
         load_all(repo, variant=INT8)
     assert set(load_all(repo)) == {ENCODER, DECODER}  # the float32 pair is served meanwhile
     with staging(repo):  # what the next export does first

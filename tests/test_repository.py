@@ -107,8 +107,8 @@ def test_a_kill_while_publishing_is_not_served_and_the_next_export_cleans_up(
 ):
     from export.repository import staging
     from serving.client import LocalVae
-    from serving.errors import RepositoryError
-    from serving.repository import load_all
+    from vae_contract import ModelRepositoryError
+    from vae_runtime import load_all
 
     killed = python(KILLED_PUBLISH, str(repo), str(renames))
     assert killed.wait(60) == -9
@@ -119,7 +119,7 @@ def test_a_kill_while_publishing_is_not_served_and_the_next_export_cleans_up(
     assert onnx_file(repo, DECODER, 2).is_file() is complete
     assert (repo / "tf" / DECODER / "2").is_dir()
 
-    with caplog.at_level(logging.WARNING, logger="serving.repository"):
+    with caplog.at_level(logging.WARNING, logger="vae_runtime.repository"):
         served = load_all(repo)
         local = LocalVae(repo)
     expected = [1, 2] if complete else [1]
@@ -127,7 +127,7 @@ def test_a_kill_while_publishing_is_not_served_and_the_next_export_cleans_up(
     assert local.encoder.version == local.decoder.version == expected[-1]
     if not complete:
         assert "version 2 in" in caplog.text and "vae_decoder/2 missing" in caplog.text
-        with pytest.raises(RepositoryError, match=r"version 2 in .* is incomplete"):
+        with pytest.raises(ModelRepositoryError, match=r"version 2 in .* is incomplete"):
             LocalVae(repo, version=2)
 
     with staging(repo):  # how every export begins
@@ -170,7 +170,7 @@ def test_a_flipped_byte_in_a_model_is_refused_naming_the_file(repo):
     from keras_vae.errors import KerasVaeError
     from keras_vae.evaluate import onnx_networks
     from serving.client import LocalVae
-    from serving.errors import RepositoryError
+    from vae_contract import ModelRepositoryError
 
     path = onnx_file(repo, DECODER)
     good = path.read_bytes()
@@ -187,15 +187,15 @@ def test_a_flipped_byte_in_a_model_is_refused_naming_the_file(repo):
 
     message = f"cannot load {path}: its SHA-256 "
     assert_refused(serve(repo), message)
-    with pytest.raises(RepositoryError, match=f"^{re.escape(message)}.*make export"):
+    with pytest.raises(ModelRepositoryError, match=f"^{re.escape(message)}.*make export"):
         LocalVae(repo)
     with pytest.raises(KerasVaeError, match=f"^{re.escape(message)}"):
         onnx_networks(repo)
 
 
 def test_swapped_encoder_and_decoder_are_refused(repo):
-    from serving.errors import RepositoryError
-    from serving.repository import load_all
+    from vae_contract import ModelRepositoryError
+    from vae_runtime import load_all
 
     encoder, decoder = onnx_file(repo, ENCODER), onnx_file(repo, DECODER)
     files = encoder.read_bytes(), decoder.read_bytes()
@@ -209,7 +209,9 @@ def test_swapped_encoder_and_decoder_are_refused(repo):
     manifests = [(f.parent / "manifest.json").read_bytes() for f in (encoder, decoder)]
     (encoder.parent / "manifest.json").write_bytes(manifests[1])
     (decoder.parent / "manifest.json").write_bytes(manifests[0])
-    with pytest.raises(RepositoryError, match="describes model_name 'vae_decoder', not 'vae_en"):
+    with pytest.raises(
+        ModelRepositoryError, match="describes model_name 'vae_decoder', not 'vae_en"
+    ):
         load_all(repo)
 
     # Manifests rewritten to fit (a hand-made repository): the graphs themselves are checked.
@@ -219,25 +221,25 @@ def test_swapped_encoder_and_decoder_are_refused(repo):
         files_table = {"model.onnx": {"bytes": path.stat().st_size, "sha256": sha256(path)}}
         rewrite_manifest(path.parent, model_name=network, files=files_table)
     not_an_encoder = f"cannot load {re.escape(str(encoder))}: its graph .* is not a vae_encoder"
-    with pytest.raises(RepositoryError, match=not_an_encoder):
+    with pytest.raises(ModelRepositoryError, match=not_an_encoder):
         load_all(repo)
 
 
 def test_an_encoder_and_decoder_of_different_exports_are_refused(repo):
-    from serving.errors import RepositoryError
-    from serving.repository import load_all
+    from vae_contract import ModelRepositoryError
+    from vae_runtime import load_all
 
     decoder = onnx_file(repo, DECODER)
     rewrite_manifest(decoder.parent, export_id="another-export")
     mixed = f"cannot load {re.escape(str(decoder))}: its export is 'another-export' but"
-    with pytest.raises(RepositoryError, match=mixed):
+    with pytest.raises(ModelRepositoryError, match=mixed):
         load_all(repo)
     source = json.loads((decoder.parent / "manifest.json").read_text())["source_run"]
     rewrite_manifest(decoder.parent, source_run={**source, "run": "another-run"})
-    with pytest.raises(RepositoryError, match="its run is 'another-run' but the encoder's is"):
+    with pytest.raises(ModelRepositoryError, match="its run is 'another-run' but the encoder's is"):
         load_all(repo)
     rewrite_manifest(decoder.parent, latent_dim=3)
-    with pytest.raises(RepositoryError, match="its latent size is 3 but the encoder's is 2"):
+    with pytest.raises(ModelRepositoryError, match="its latent size is 3 but the encoder's is 2"):
         load_all(repo)
 
 
@@ -247,8 +249,8 @@ def test_a_repository_without_a_whole_version_or_manifest_is_refused(repo):
 
     shutil.copytree(repo / "onnx" / ENCODER / "1", repo / "onnx" / DECODER / "1")
     (repo / "onnx" / DECODER / "1" / "manifest.json").unlink()
-    from serving.errors import RepositoryError
-    from serving.repository import load_all
+    from vae_contract import ModelRepositoryError
+    from vae_runtime import load_all
 
-    with pytest.raises(RepositoryError, match="there is no manifest.json beside it"):
+    with pytest.raises(ModelRepositoryError, match="there is no manifest.json beside it"):
         load_all(repo)

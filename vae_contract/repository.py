@@ -1,9 +1,9 @@
 """Reading the ONNX half of a model repository: which versions are whole, which files are sound.
 
 Every reader of ``<repo>/onnx`` goes through :func:`scan_onnx` and :func:`verify`: the
-service, :class:`serving.client.LocalVae` and ``keras_vae.evaluate --onnx`` (through
-``serving.repository``, which adds the onnxruntime checks), and the benchmarks. This module
-needs neither TensorFlow nor onnxruntime, only the standard library.
+service, :class:`serving.client.LocalVae`, ``keras_vae.evaluate --onnx`` and export (through
+:mod:`vae_runtime`, which opens the sessions and adds the onnxruntime checks), and the
+benchmarks. This module needs neither TensorFlow nor onnxruntime, only the standard library.
 
 **Complete or incomplete.** ``export`` renames each version folder into place whole (see
 ``export/repository.py``), the ONNX folders last. A version is *complete* for an ONNX reader
@@ -104,18 +104,14 @@ class OnnxRepository:
     incomplete: dict[int, str]
 
     def choose(self, number: int | None = None) -> OnnxVersion:
-        """``number``, or the latest complete version when None."""
-        if number is None:
-            return self.complete[max(self.complete)]
-        if number in self.complete:
-            return self.complete[number]
-        versions = sorted(self.complete)
+        """``number``, or the latest complete version when None (:func:`choose_version`);
+        an incomplete one is refused with what is missing, since it cannot stand in."""
         if number in self.incomplete:
             raise ModelRepositoryError(
                 f"version {number} in {self.root} is incomplete ({self.incomplete[number]}); "
-                f"choose a complete version ({versions}) or export again"
+                f"choose a complete version ({sorted(self.complete)}) or export again"
             )
-        raise ModelRepositoryError(f"{self.root} has no version {number}; versions: {versions}")
+        return self.complete[choose_version(str(self.root), self.complete, number)]
 
     def warnings(self, above: int = 0) -> list[str]:
         """One line per incomplete version above ``above``: for readers that pass over them."""
@@ -294,12 +290,14 @@ def onnx_versions(repo: str | Path) -> dict[str, dict[int, Path]]:
     }
 
 
-def choose_version(network: str, versions: Mapping[int, Any], version: int | None) -> int:
-    """``version``, or the latest when None; an error that lists the versions there are."""
+def choose_version(name: str, versions: Mapping[int, Any], version: int | None) -> int:
+    """``version``, or the latest when None; an error that lists the versions there are.
+
+    The one rule for choosing a version, whether among a repository's folders
+    (:meth:`OnnxRepository.choose`) or the service's loaded models; ``name`` says whose.
+    """
     if version is None:
         return max(versions)
     if version not in versions:
-        raise ModelRepositoryError(
-            f"{network} has no version {version}; versions: {sorted(versions)}"
-        )
+        raise ModelRepositoryError(f"{name} has no version {version}; versions: {sorted(versions)}")
     return version

@@ -1,12 +1,12 @@
-"""The one loader of exported ONNX models: the service, LocalVae and ``evaluate --onnx``.
+"""The one reader of exported ONNX models: the service, LocalVae, ``evaluate --onnx`` and export.
 
 :mod:`vae_contract.repository` finds the complete versions and checks each file against
 its manifest (no onnxruntime needed); here a checked version becomes two
 :class:`OnnxModel` sessions, built from the very bytes that were hashed, and the graphs
 are held to the contract: the encoder folder holds a network that takes images, the
 decoder folder one that takes ``z``, and their latent sizes agree with each other and
-with the manifests. Every failure is a :class:`RepositoryError` of one line naming the
-file and the fix; ``python -m serving`` exits 2 with it.
+with the manifests. Every failure is a :class:`~vae_contract.ModelRepositoryError` of one
+line naming the file and the fix; ``python -m serving`` exits 2 with it.
 
 A *variant* (``python -m serving --variant int8``) is read the same way from its own
 folders (``vae_encoder_int8/N``...) and loaded under the contract's network names, so that
@@ -21,35 +21,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from serving.engine import OnnxModel
-from serving.errors import RepositoryError
-from vae_contract import (
-    DECODER,
-    ENCODER,
-    FLOAT32,
-    NETWORKS,
-    ModelRepositoryError,
-    onnx_versions,
-)
-from vae_contract.repository import REEXPORT, OnnxRepository, OnnxVersion, scan_onnx, verify
+from vae_contract import DECODER, ENCODER, FLOAT32, NETWORKS, ModelRepositoryError
+from vae_contract.repository import REEXPORT, OnnxVersion, scan_onnx, verify
+from vae_runtime.engine import OnnxModel
 
 log = logging.getLogger(__name__)
 
 
-def scan(repo: str | Path, variant: str = FLOAT32) -> OnnxRepository:
-    """Complete and incomplete versions, or a RepositoryError saying what is missing."""
-    try:
-        return scan_onnx(repo, variant)
-    except ModelRepositoryError as error:
-        raise RepositoryError(str(error)) from None
-
-
 def open_version(version: OnnxVersion, threads: int = 1) -> dict[str, OnnxModel]:
     """Both networks of a complete version, verified, as onnxruntime sessions."""
-    try:
-        verified = verify(version)
-    except ModelRepositoryError as error:
-        raise RepositoryError(str(error)) from None
+    verified = verify(version)
     models = {
         network: OnnxModel(
             version.model_path(network),
@@ -62,7 +43,7 @@ def open_version(version: OnnxVersion, threads: int = 1) -> dict[str, OnnxModel]
     }
     for model in (models[ENCODER], models[DECODER]):
         if model.latent_dim != verified.latent_dim:
-            raise RepositoryError(
+            raise ModelRepositoryError(
                 f"cannot load {model.path}: its graph has latent size {model.latent_dim}, "
                 f"its manifest {verified.latent_dim}; {REEXPORT}"
             )
@@ -76,11 +57,8 @@ def load(
 
     Newer versions passed over because they are incomplete are logged, one line each.
     """
-    found = scan(repo, variant)
-    try:
-        chosen = found.choose(version)
-    except ModelRepositoryError as error:
-        raise RepositoryError(str(error)) from None
+    found = scan_onnx(repo, variant)
+    chosen = found.choose(version)
     for line in found.warnings(above=chosen.number) if version is None else []:
         log.warning(line)
     return open_version(chosen, threads)
@@ -94,7 +72,7 @@ def load_all(
     One damaged version refuses the whole start-up: a service that quietly served fewer
     versions would hide what happened to the files. Incomplete ones are logged.
     """
-    found = scan(repo, variant)
+    found = scan_onnx(repo, variant)
     for line in found.warnings():
         log.warning(line)
     models: dict[str, dict[int, OnnxModel]] = {network: {} for network in NETWORKS}
@@ -102,11 +80,3 @@ def load_all(
         for network, model in open_version(version, threads).items():
             models[network][number] = model
     return models
-
-
-def discover(repo: str | Path) -> dict[str, dict[int, Path]]:
-    """Model paths of every complete version (not verified: for measurements only)."""
-    try:
-        return onnx_versions(repo)
-    except ModelRepositoryError as error:
-        raise RepositoryError(str(error)) from None
