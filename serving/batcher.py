@@ -36,7 +36,7 @@ from collections import deque
 
 import numpy as np
 
-from serving.engine import OnnxModel
+from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.metrics import Metrics
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from serving import codec, params
 from serving.asgi import ANY, Request, Response
-from serving.engine import OnnxModel
+from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.responses import json_response
 from serving.service import Service

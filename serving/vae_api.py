@@ -12,7 +12,7 @@ import numpy as np
 
 from serving import codec, json_batch, params, sampling
 from serving.asgi import Request, Response, admits
-from serving.engine import OnnxModel
+from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.responses import arrays_response, images_response, sends_npy
 from serving.service import Service
