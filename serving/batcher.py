@@ -36,9 +36,9 @@ from collections import deque
 
 import numpy as np
 
-from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.metrics import Metrics
+from vae_runtime import OnnxModel
 
 
 class _Pending:

@@ -23,11 +23,11 @@ import numpy as np
 
 from serving import codec, params
 from serving.asgi import ANY, Request, Response
-from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.responses import json_response
 from serving.service import Service
 from vae_contract import ENCODER
+from vae_runtime import OnnxModel
 
 try:
     SERVER_VERSION = importlib.metadata.version("keras-vae")

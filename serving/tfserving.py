@@ -13,11 +13,11 @@ import numpy as np
 
 from serving import codec, params
 from serving.asgi import ANY, Request, Response
-from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.responses import json_response
 from serving.service import Service
 from vae_contract import ENCODER, SIGNATURE
+from vae_runtime import OnnxModel
 
 PREFIX = "/v1/models/"
 _MODEL_PATH = re.compile(

@@ -12,11 +12,11 @@ import numpy as np
 
 from serving import codec, json_batch, params, sampling
 from serving.asgi import Request, Response, admits
-from vae_runtime import OnnxModel
 from serving.errors import ApiError
 from serving.responses import arrays_response, images_response, sends_npy
 from serving.service import Service
 from vae_contract import DECODER, ENCODER, IMAGES, PROBS, Z
+from vae_runtime import OnnxModel
 
 MAX_TEMPERATURE = 10.0
 
