@@ -66,6 +66,7 @@ IRREGULAR = [
     orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"[]0.0", 1),  # after a list
     orjson.dumps({"images": images(1)}).replace(b"[0.0]", b"0.0[]", 1),  # before a list
     json.dumps({"images": images(1)}).encode().replace(b"[0.0]", b"[] 0.0", 1),
+    orjson.dumps({"images": images(1)}).replace(b"],[0.0]", b"],1[0.0]", 1),  # 1 and 0.0 apart
     orjson.dumps({"images": images(1)})[:-3],  # cut short
     orjson.dumps({"images": np.zeros((1, 28, 28)).tolist()}),  # another shape: ordinary path
     orjson.dumps([{"images": images(1)}]),  # not an object
@@ -77,6 +78,12 @@ IRREGULAR = [
 @pytest.mark.parametrize("body", IRREGULAR)
 def test_anything_irregular_steps_aside(body):
     assert json_batch.read(body, "images", SHAPE) is None
+
+
+@pytest.mark.parametrize("body", [b'{"z": [[1,2],3[4,5]]}', b'{"z": [[1,2],[3,]4]}'])
+def test_a_vector_number_out_of_its_list_steps_aside(body):
+    assert json_batch.read(body, "z", (2,)) is None
+    assert json_batch.read(b'{"z": [[1,2],[3,4]]}', "z", (2,)) is not None
 
 
 def test_random_corruptions_never_read_differently():
