@@ -3,8 +3,9 @@
 For each K, the same held-out images are scored with several seeds (LocalVae.score, the
 estimator behind /v1/score). It prints JSON: the mean estimate of log p(x) (it rises
 towards log p(x) as K grows), the per-image spread between seeds (how much one score
-moves if it is asked again), the gap to the largest K, and the time per image. The
-default K of /v1/score (``vae_contract.likelihood.DEFAULT_K``) was chosen from it.
+moves if it is asked again), the gap to the largest K, and the time per image: what the
+default K of /v1/score (``vae_contract.likelihood.DEFAULT_K``) rests on (README, "Scores,
+reconstructions and interpolations", has the figures).
 """
 
 from __future__ import annotations

@@ -7,12 +7,12 @@ against its float32 source in the same run, and published only if it keeps the l
   provider fuses it into its int8 kernels (QLinearConv, QGemm), and Triton's onnxruntime
   backend reads the same file.
 - Activations uint8, weights int8 (U8S8), one scale per tensor, MinMax calibration. One
-  scale per output channel cost 1.3 nats of test NLL on an AVX2 CPU without VNNI, where
+  scale per output channel costs far more test NLL on an AVX2 CPU without VNNI, where
   U8S8's 16-bit intermediate sums saturate on wider weight ranges.
 - Only the operators onnxruntime runs as int8 kernels on CPU are quantized: Conv, MatMul,
   Gemm, and Relu (folded into them). ConvTranspose, the decoder's upsampling, has none:
-  quantized, it ran as DequantizeLinear, float ConvTranspose, QuantizeLinear, which only
-  added work (0.8x). The output layer (bias and sigmoid: logits, probs) stays float.
+  quantized, it runs as DequantizeLinear, float ConvTranspose, QuantizeLinear, which only
+  adds work. The output layer (bias and sigmoid: logits, probs) stays float.
 - Pre-processing by ``quant_pre_process`` (ONNX shape inference and onnxruntime's basic
   fusions such as MatMul+Add into Gemm), without symbolic shape inference: our graphs'
   shapes are fixed but for the batch, and it would need sympy.

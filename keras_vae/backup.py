@@ -25,7 +25,7 @@ from keras_vae.errors import KerasVaeError
 from vae_contract.atomic import replacing
 
 _NAME = re.compile(r"epoch-(\d+)\.weights\.h5")
-# What keras.callbacks.BackupAndRestore wrote before: a run interrupted then resumes too.
+# What keras.callbacks.BackupAndRestore writes: a run it backed up resumes too.
 _KERAS_WEIGHTS, _KERAS_METADATA = "latest.weights.h5", "training_metadata.json"
 
 

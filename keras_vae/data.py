@@ -14,11 +14,12 @@ MNIST and Fashion-MNIST use the same four file names.
 Each dataset is extracted into a folder of its own, and every split read back is
 checked against the official data's pixel sum and label counts: TFDS names an
 extraction after the archive's file name alone, so in its shared
-``downloads/extracted`` folder the second of the two datasets prepared used to
-reuse the first one's images, and the cache then served them forever (issue 14).
+``downloads/extracted`` folder the second of the two datasets prepared would reuse the
+first one's images, and the cache would then serve them forever.
 
-Without a data folder, the download hosts are probed first: offline, TFDS retried
-each file ten times with back-off, 3 min 43 s of warnings before failing (issue 14).
+Without a data folder, the download hosts are probed first, so that an offline machine
+is told so in one line: TFDS itself retries each file with back-off for minutes before
+failing (README, "Quick start").
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def resolve_manual_dir(dataset: str, data_dir: str | Path) -> Path:
 def check_official_files(folder: Path, dataset: str) -> None:
     """Check each file is ``dataset``'s official one, byte for byte, or say what it is.
 
-    The SHA-256 decides (a tenth of a second for Fashion-MNIST's 30 MB). A file that
+    The SHA-256 decides (cheap enough for every run: README, "Quick start"). A file that
     differs is examined to name the problem: damaged (not gzip, cut short, another
     header or length), or the other dataset's file under the same name.
     """
@@ -210,7 +211,7 @@ def extraction_dir(builder: tfds.core.DatasetBuilder) -> Path:
 
     TFDS names an extraction after the archive's file name (``GZIP.<file name>``) and
     reuses one that exists. In its default, shared ``<tfds dir>/downloads/extracted``,
-    Fashion-MNIST prepared after MNIST (or the reverse) was built from the other's
+    Fashion-MNIST prepared after MNIST (or the reverse) would be built from the other's
     images, since both datasets use the same four file names.
     """
     return Path(str(builder.data_dir_root)) / "downloads" / builder.name / "extracted"
@@ -300,9 +301,10 @@ def check_prepared(
 ) -> None:
     """Refuse a prepared split that is not ``dataset``'s own, in one line saying how to clear it.
 
-    A TFDS cache poisoned by keras-vae before the fix (see :func:`extraction_dir`) stays
-    poisoned: TFDS never prepares a dataset twice. Checking every split as it is read
-    catches it, and any other wrong cache, for the price of a sum (~30 ms for training).
+    A TFDS cache prepared from the other dataset's files (by a keras-vae that shared
+    TFDS's extraction folder, see :func:`extraction_dir`) stays wrong: TFDS never prepares
+    a dataset twice. Checking every split as it is read catches it, and any other wrong
+    cache, for the price of a sum over its pixels (README, "Quick start").
     """
     found = SplitFingerprint.of(images, labels)
     if found == PREPARED_FINGERPRINTS[dataset][split]:

@@ -6,8 +6,8 @@ Reports, on the test split binarized once with a fixed seed:
   the number of active latent units, computed by :mod:`keras_vae.iwae`.
 By default the NLL is a quick estimate (K=100 on the first 2,000 test images, about
 a fiftieth of the work); ``--full`` runs the headline protocol, K=1000 on all 10,000
-images, which took up to an hour on two cores (issue 14). The expected duration,
-timed on the decoder, is printed before the NLL starts.
+images, which takes most of an hour on two cores (README, "Evaluate", has the times).
+The expected duration, timed on the decoder, is printed before the NLL starts.
 With ``--onnx REPO`` the NLL is computed from the exported ONNX encoder and decoder
 instead, with onnxruntime, so what is deployed is what is measured: the newest version
 exported from that very run (:func:`version_of_run`), never another run's.
@@ -126,8 +126,8 @@ def version_of_run(
     else the newest; or a one-line refusal saying which versions belong to which runs.
 
     A repository holds the exports of many runs, and its latest version may be another
-    run's: measured under this run's name, its figures would describe another model
-    (issue 14). Each manifest records its ``source_run``; only manifests are read here
+    run's: measured under this run's name, its figures would describe another model.
+    Each manifest records its ``source_run``; only manifests are read here
     (the chosen version's files are verified when it is loaded).
     """
     from vae_contract.repository import read_manifest, scan_onnx

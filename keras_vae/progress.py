@@ -2,7 +2,7 @@
 epoch, for terminals and log files alike, and each epoch's time in ``history.csv``.
 
 Keras prints one line per epoch when its output is not a terminal, and an epoch of a
-large model takes minutes on two cores: the log stayed silent that long (issue 14).
+large model takes minutes on two cores: the log would stay silent that long.
 Its progress bar rewrites one line with carriage returns, which a log file keeps as
 one endless line, and two workers' bars interleave; a plain line per interval does not.
 """

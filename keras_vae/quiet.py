@@ -2,7 +2,7 @@
 
 TensorFlow prints C++ INFO lines at import and during training, TFDS logs through absl
 and draws tqdm bars while it prepares a dataset; in a log file, and worse with two
-workers interleaved, they buried keras-vae's own lines (issue 14). The commands call
+workers interleaved, they bury keras-vae's own lines. The commands call
 :func:`silence_libraries` first thing, because TensorFlow reads its C++ log level only
 once, when it is imported. Library users who import keras-vae are left alone.
 """

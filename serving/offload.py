@@ -70,8 +70,8 @@ class Offload:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Start the helper now, in the background: its imports take about a second,
-        which the first large request should not pay."""
+        """Start the helper now, in the background: a fresh interpreter that imports the
+        decoding modules (numpy among them), which the first large request should not wait for."""
         if self.min_bytes:
             self._pool = self._new_pool()
             self._pool.submit(_ready)

@@ -93,8 +93,8 @@ def routes(service: Service):
             z = likelihood.posterior_samples(mean, log_var, k, rng)
             decoded = await service.run(decoder, z.reshape(-1, decoder.latent_dim).astype("f4"))
             logits = likelihood.decoder_logits(decoded)
-            # ~30 ms of numpy per 4,096 rows: in a thread (numpy releases the GIL), so
-            # that the event loop keeps serving others meanwhile.
+            # The numpy of a group grows with K x images: in a thread (numpy releases
+            # the GIL), so that the event loop keeps serving others meanwhile.
             parts.append(
                 await asyncio.to_thread(likelihood.scores, images[group], z, mean, log_var, logits)
             )
