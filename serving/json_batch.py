@@ -63,15 +63,17 @@ def _numbers_only_in_innermost_lists(compact: bytes, innermost: int) -> bool:
 def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray, dict] | None:
     """``(batch [N, *item_shape] float32, the other fields)``, or None to parse normally."""
     needle = b'"' + key.encode() + b'"'
-    if b"\\" in body or body.count(needle) != 1:  # an escape could spell the key otherwise
+    at = body.find(needle) + len(needle)
+    if at < len(needle) or b"\\" in body:  # an escape could spell the key otherwise
         return None
-    at = body.index(needle) + len(needle)
     opening = _OPEN.match(body, at)
     depth = 1 + len(item_shape)
     if opening is None or len(opening[1]) != depth:
         return None
     start = opening.start(1)
-    end = body.find(b"]" * depth, start)
+    # The last closing run: where the array ends when nothing after it nests as deep
+    # (anything else between fails the skeleton below), found without a pass over it.
+    end = body.rfind(b"]" * depth, start)
     if end < 0:
         return None
     end += depth
@@ -84,9 +86,16 @@ def read(body: bytes, key: str, item_shape: tuple[int, ...]) -> tuple[np.ndarray
         return None
     if not _numbers_only_in_innermost_lists(compact, item_shape[-1]):
         return None
+    # The key once: the text before it has no other, the array holds no quote, so only
+    # the text after the array is searched (a nested {"images": ...} would else be read).
+    if body.find(needle, end) >= 0:
+        return None
+    # Brackets become spaces, not nothing: "1[0.5]" must not read as 10.5. The outer
+    # pair stays, and makes the flat list.
+    flat = bytearray(span.translate(_BRACKETS_AS_SPACES))
+    flat[0], flat[-1] = _OPENING, _CLOSING
     try:
-        # Brackets become spaces, not nothing: "1[0.5]" must not read as 10.5.
-        numbers = orjson.loads(b"[" + span.translate(_BRACKETS_AS_SPACES) + b"]")
+        numbers = orjson.loads(flat)
         rest: Any = orjson.loads(body[:start] + b"0" + body[end:])
     except orjson.JSONDecodeError:
         return None
