@@ -89,6 +89,19 @@ def positive_int(value: Any, what: str) -> int:
     return number
 
 
+def bounded_int(value: Any, what: str, low: int, high: int, text: bool = False) -> int:
+    """An integer option from ``low`` to ``high``; ``text``: decimal strings too (options
+    of a .npy body come from the query string)."""
+    if text and isinstance(value, str) and (number := decimal(value)) is not None:
+        value = number
+    number = integral(value)
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ApiError(
+            400, f"{what} must be an integer from {low} to {high}, got {describe(value)}"
+        )
+    return number
+
+
 def require(request: Request, method: str) -> None:
     """405 unless the request uses ``method``, with the Allow header of the path."""
     if request.method != method:

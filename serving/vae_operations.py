@@ -15,8 +15,9 @@
   included; ``?format=png`` gives one strip.
 
 Images come as JSON or ``.npy`` (options then in the query), as for ``/v1/encode``.
-The K decoder passes of the images of one pass (``likelihood.image_groups``) go to the
-decoder's batcher as one request, which slices it among everyone else's requests.
+The K decoder passes of a group of images (``likelihood.score_groups``, the procedure
+``LocalVae.score`` runs too) go to the decoder's batcher as one request, which slices it
+among everyone else's requests.
 """
 
 from __future__ import annotations
@@ -48,19 +49,6 @@ def pair(service: Service, request: Request) -> tuple[OnnxModel, OnnxModel]:
     return encoder, service.admit(DECODER, encoder.version)
 
 
-def bounded_int(value, what: str, low: int, high: int, text: bool = False) -> int:
-    """An integer option from ``low`` to ``high``; ``text``: decimal strings too (options
-    of a .npy body come from the query string)."""
-    if text and isinstance(value, str) and (number := params.decimal(value)) is not None:
-        value = number
-    number = params.integral(value)
-    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-        raise ApiError(
-            400, f"{what} must be an integer from {low} to {high}, got {params.describe(value)}"
-        )
-    return number
-
-
 def routes(service: Service):
     max_items = service.config.max_request_items
     max_rows = likelihood.MAX_SCORED_ROWS
@@ -76,7 +64,9 @@ def routes(service: Service):
     async def score(request: Request) -> Response:
         encoder, decoder = pair(service, request)
         images, options = await images_and_options(request, encoder)
-        k = bounded_int(options.get("k", likelihood.DEFAULT_K), "k", 1, likelihood.MAX_K, True)
+        k = params.bounded_int(
+            options.get("k", likelihood.DEFAULT_K), "k", 1, likelihood.MAX_K, True
+        )
         if k * len(images) > max_rows:
             raise ApiError(
                 413,
@@ -87,18 +77,14 @@ def routes(service: Service):
         seed = sampling.fresh_seed() if seed is None else seed
         rng = np.random.default_rng(seed)
         posterior = await service.run(encoder, images)
+        mean, log_var = posterior[Z_MEAN], posterior[Z_LOG_VAR]
         parts = []
-        for group in likelihood.image_groups(len(images), k):
-            mean, log_var = posterior[Z_MEAN][group], posterior[Z_LOG_VAR][group]
-            z = likelihood.posterior_samples(mean, log_var, k, rng)
-            decoded = await service.run(decoder, z.reshape(-1, decoder.latent_dim).astype("f4"))
-            logits = likelihood.decoder_logits(decoded)
+        for rows, score_group in likelihood.score_groups(images, mean, log_var, k, rng):
+            logits = likelihood.decoder_logits(await service.run(decoder, rows))
             # The numpy of a group grows with K x images: in a thread (numpy releases
             # the GIL), so that the event loop keeps serving others meanwhile.
-            parts.append(
-                await asyncio.to_thread(likelihood.scores, images[group], z, mean, log_var, logits)
-            )
-        figures = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+            parts.append(await asyncio.to_thread(score_group, logits))
+        figures = likelihood.joined(parts)
         meta = {"version": encoder.version, "k": k, "seed": seed}
         return arrays_response(request, meta, figures)
 
@@ -140,7 +126,7 @@ def routes(service: Service):
         body = codec.parse_json_object(
             request.body, codec.list_budget(encoder.item_shape, 8)
         )  # 2 + room to say so
-        steps = bounded_int(body.get("steps", 8), "steps", 2, MAX_STEPS)
+        steps = params.bounded_int(body.get("steps", 8), "steps", 2, MAX_STEPS)
         method = body.get("method", "linear")
         if method not in METHODS:
             raise ApiError(

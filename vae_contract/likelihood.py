@@ -12,8 +12,9 @@ grows; K = 1 is the ELBO. Every figure is in nats, per image.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -124,6 +125,33 @@ def image_groups(n: int, k: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+Scorer = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def score_groups(
+    x: np.ndarray, mean: np.ndarray, log_var: np.ndarray, k: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, Scorer]]:
+    """The scoring of many images, a group at a time (:func:`image_groups`), without the
+    decoder: for each group, the rows to decode (its K posterior samples, float32
+    [K * images, latent]) and the function that gives the group's :func:`scores` from
+    the decoder's logits on them.
+
+    The decoder is left to the caller, so that one procedure serves a caller that runs
+    it in-process (:func:`score_images`) and one that awaits it (the service's
+    ``/v1/score``). The noise is drawn from ``rng`` as each group is taken, so for a seed
+    both get the same samples.
+    """
+    for group in image_groups(len(x), k):
+        z = posterior_samples(mean[group], log_var[group], k, rng)
+        rows = z.reshape(-1, z.shape[-1]).astype(np.float32)
+        yield rows, functools.partial(scores, x[group], z, mean[group], log_var[group])
+
+
+def joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The groups' :func:`scores` as one array per figure, in the images' order."""
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
 def score_images(
     x: np.ndarray,
     encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -132,15 +160,10 @@ def score_images(
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """:func:`scores` of many images, with networks given as functions: ``encode`` x ->
-    (mean, log_var), ``decode`` z [rows, latent] float32 -> logits. Images are scored a
-    group at a time (:func:`image_groups`); the noise is drawn group by group from ``rng``."""
+    (mean, log_var), ``decode`` z [rows, latent] float32 -> logits (:func:`score_groups`)."""
     mean, log_var = encode(x)
-    parts = []
-    for group in image_groups(len(x), k):
-        z = posterior_samples(mean[group], log_var[group], k, rng)
-        logits = decode(z.reshape(-1, z.shape[-1]).astype(np.float32))
-        parts.append(scores(x[group], z, mean[group], log_var[group], logits))
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    groups = score_groups(x, mean, log_var, k, rng)
+    return joined([score(decode(rows)) for rows, score in groups])
 
 
 def decoder_logits(outputs: dict[str, np.ndarray]) -> np.ndarray:
