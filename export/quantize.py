@@ -51,6 +51,7 @@ from export.repository import publish, staging, variant_dirs
 from export.speed import METHOD, Timing, paired_timing
 from keras_vae.config import RunConfig
 from keras_vae.errors import KerasVaeError
+from keras_vae.runs import override_data_location
 from vae_contract import (
     DECODER,
     ENCODER,
@@ -372,11 +373,7 @@ def source_config(
             f"{chosen.folder(ENCODER) / MANIFEST_FILE} records no run configuration to find "
             "its data by; export the run again with --quantize int8"
         )
-    config = RunConfig.from_dict(source["config"])
-    if data_dir:
-        config.data.data_dir = data_dir
-    if tfds_dir:
-        config.data.tfds_dir = tfds_dir
+    config = override_data_location(RunConfig.from_dict(source["config"]), data_dir, tfds_dir)
     return chosen.number, config
 
 

@@ -145,14 +145,22 @@ def resolve_run(
     tfds_dir: str | None = None,
 ) -> tuple[Path, RunConfig]:
     """The run a command works on (given, else the latest) and its config, with the data
-    location overridden, e.g. when the run was trained on another machine."""
+    location overridden (:func:`override_data_location`)."""
     folder = check_run_dir(run_dir) if run_dir else latest_run(runs)
-    config = load_config(folder)
+    return folder, override_data_location(load_config(folder), data_dir, tfds_dir)
+
+
+def override_data_location(
+    config: RunConfig, data_dir: str | None = None, tfds_dir: str | None = None
+) -> RunConfig:
+    """``config``, changed in place where a location is given: where a run's data lies
+    depends on the machine a command runs on (the run may have been trained on another),
+    not on the run."""
     if data_dir:
         config.data.data_dir = data_dir
     if tfds_dir:
         config.data.tfds_dir = tfds_dir
-    return folder, config
+    return config
 
 
 def write_json(path: str | Path, values: Any) -> None:
