@@ -23,7 +23,17 @@ from serving.codec import JSON, MAX_ABS_VALUE, NPY, PNG, item_forms
 from serving.responses import MAX_SCALE
 from serving.vae_api import MAX_TEMPERATURE
 from serving.vae_operations import MAX_STEPS, METHODS
-from vae_contract import DECODER, ENCODER, IMAGES, SIGNATURE, Z
+from vae_contract import (
+    DECODER,
+    ENCODER,
+    IMAGE_SHAPE,
+    IMAGES,
+    PROBS,
+    SIGNATURE,
+    Z_LOG_VAR,
+    Z_MEAN,
+    Z,
+)
 from vae_contract.likelihood import DEFAULT_K, MAX_K, MAX_SCORED_ROWS
 
 if TYPE_CHECKING:
@@ -54,6 +64,8 @@ SEED: Schema = {
         {"type": "string", "pattern": "^[0-9]{1,19}$"},
     ],
 }
+# The shape of a batch of images, as descriptions name it: [N, 28, 28, 1].
+IMAGE_BATCH = f"[N, {', '.join(map(str, IMAGE_SHAPE))}]"
 # An infer request's "outputs" of null or [] asks for every output, as if absent.
 EVERY_OUTPUT: Schema = {"description": "every output", "enum": [None, []]}
 FORMATS = ["json", "npy", "png"]
@@ -90,6 +102,20 @@ def _binary(description: str, media: str = BINARY) -> Schema:
 def _ok(description: str, schema: Schema, binary: dict[str, Schema] | None = None) -> Schema:
     """A 200 answer: JSON matching ``schema``, or one of the ``binary`` media types."""
     return {"description": description, "content": {JSON: {"schema": schema}, **(binary or {})}}
+
+
+def _named_columns(answer: Schema) -> Schema:
+    """``answer`` with the header that names, in order, the columns of its .npy form."""
+    answer["headers"] = {"X-Outputs": {"description": "with .npy", "schema": STRING}}
+    return answer
+
+
+def _decimal_up_to(high: int) -> str:
+    """A pattern for the decimal strings of 1 to ``high``, a power of ten (an integer
+    option sent in a query string)."""
+    digits = len(str(high)) - 1
+    assert high == 10**digits, high
+    return f"^({high}|[1-9][0-9]{{0,{digits - 1}}})$"
 
 
 def _ref(kind: str, name: str) -> Schema:
@@ -282,26 +308,28 @@ class _Builder:
             answer = _object(
                 {**meta, **dict.fromkeys(names, latent), Z: latent}, ("model", "version", *names)
             )
-            ok = _ok(
-                "the posterior of each image (and z if sample); as .npy (Accept or "
-                "?format=npy) one [N, k, latent] array, its k outputs named in order by X-Outputs",
-                answer,
-                {NPY: _binary(".npy float32 [N, k, latent]", NPY)},
+            ok = _named_columns(
+                _ok(
+                    "the posterior of each image (and z if sample); as .npy (Accept or ?format="
+                    "npy) one [N, k, latent] array, its k outputs named in order by X-Outputs",
+                    answer,
+                    {NPY: _binary(".npy float32 [N, k, latent]", NPY)},
+                )
             )
-            ok["headers"] = {"X-Outputs": {"description": "with .npy", "schema": STRING}}
             body = _object({IMAGES: self.batch(encoder), "sample": FLAG, "seed": SEED}, (IMAGES,))
             paths["/v1/encode"] = self.vae_post(
-                "Encode images into the latent posterior (z_mean, z_log_var), optionally sample z",
+                f"Encode images into the latent posterior ({Z_MEAN}, {Z_LOG_VAR}), "
+                "optionally sample z",
                 body,
                 ok,
                 ENCODER,
-                "a .npy array [N, 28, 28, 1] (sample and seed then go in the query string)",
+                f"a .npy array {IMAGE_BATCH} (sample and seed then go in the query string)",
             )
         if DECODER in self.latest:
             decoder = self.latest[DECODER]
-            images = _array(_nested(self.outputs(decoder)["probs"], PIXEL), 1)
+            images = _array(_nested(self.outputs(decoder)[PROBS], PIXEL), 1)
             binary = {
-                NPY: _binary(".npy float32 [N, 28, 28, 1]", NPY),
+                NPY: _binary(f".npy float32 {IMAGE_BATCH}", NPY),
                 PNG: _binary("a grey-scale PNG grid of the images", PNG),
             }
             answer = _object({**meta, IMAGES: images}, ("model", "version", IMAGES))
@@ -342,10 +370,10 @@ class _Builder:
         version = {"version": {"type": "integer"}}
         numbers = _array(NUMBER, 1)
         latent = _array(_nested((decoder.latent_dim,), NUMBER), 1)
-        images = _array(_nested(self.outputs(decoder)["probs"], PIXEL), 1)
-        npy_images = "a .npy array [N, 28, 28, 1] (the options then go in the query string)"
+        images = _array(_nested(self.outputs(decoder)[PROBS], PIXEL), 1)
+        npy_images = f"a .npy array {IMAGE_BATCH} (the options then go in the query string)"
         binary = {
-            NPY: _binary(".npy float32 [N, 28, 28, 1]", NPY),
+            NPY: _binary(f".npy float32 {IMAGE_BATCH}", NPY),
             PNG: _binary("a grey-scale PNG", PNG),
         }
         paths: dict[str, Schema] = {}
@@ -353,7 +381,7 @@ class _Builder:
             "description": f"importance samples per image (default {DEFAULT_K})",
             "anyOf": [
                 {"type": "integer", "minimum": 1, "maximum": MAX_K},
-                {"type": "string", "pattern": "^(1000|[1-9][0-9]{0,2})$"},
+                {"type": "string", "pattern": _decimal_up_to(MAX_K)},
             ],
         }
         figures = ("log_likelihood", "elbo", "reconstruction", "kl")
@@ -366,14 +394,15 @@ class _Builder:
             },
             ("version", "k", "seed", *figures),
         )
-        ok = _ok(
-            "per image, in nats: the importance-weighted estimate of log p(x), the ELBO, its "
-            "reconstruction term E_q[log p(x|z)] and its KL; the seed used (drawn if none was "
-            "given). As .npy: one [N, 4] array, its columns named in order by X-Outputs",
-            answer,
-            {NPY: _binary(".npy float64 [N, 4]", NPY)},
+        ok = _named_columns(
+            _ok(
+                "per image, in nats: the importance-weighted estimate of log p(x), the ELBO, its "
+                "reconstruction term E_q[log p(x|z)] and its KL; the seed used (drawn if none "
+                "was given). As .npy: one [N, 4] array, its columns named in order by X-Outputs",
+                answer,
+                {NPY: _binary(".npy float64 [N, 4]", NPY)},
+            )
         )
-        ok["headers"] = {"X-Outputs": {"description": "with .npy", "schema": STRING}}
         body = _object({IMAGES: self.batch(encoder), "k": k, "seed": SEED}, (IMAGES,))
         paths["/v1/score"] = self.vae_post(
             f"Score images by likelihood (K x N above {MAX_SCORED_ROWS} is a 413)",
@@ -456,7 +485,7 @@ class _Builder:
         )
         name = [self.name_parameter()]
         versioned = [*name, self.version_parameter(list(self.versions))]
-        signature = _ok("the serving_default signature", metadata)
+        signature = _ok(f"the {SIGNATURE} signature", metadata)
         return {
             "/v1/models/{name}": self.get(
                 "TF Serving: version status", _ok("every version", status), name
