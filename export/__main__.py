@@ -16,7 +16,7 @@ import sys
 from export.parity import ATOL, RTOL
 from export.quantize import CALIBRATION_IMAGES, MAX_NLL_INCREASE, NLL_IMAGES, NLL_K
 from keras_vae.errors import run_cli
-from vae_contract import INT8
+from vae_contract import DECODER, ENCODER, INT8, ONNX_DIR, model_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quantize",
         choices=[INT8],
-        help="also publish an int8 variant of the version (onnx/vae_encoder_int8/N, "
-        "onnx/vae_decoder_int8/N), measured against float32 first",
+        help=f"also publish an int8 variant of the version ({ONNX_DIR}/"
+        f"{model_name(ENCODER, INT8)}/N, {ONNX_DIR}/{model_name(DECODER, INT8)}/N), measured "
+        "against float32 first",
     )
     add_quantize_flags(parser)
     return parser

@@ -181,13 +181,15 @@ def export_run(
             write_savedmodel(vae, network, saved)
             write_warmup(saved, network, INPUTS[network], warmup_batches(inputs[network]))
             candidate = savedmodel_outputs(saved, network, inputs[network])
-            reports.append(compare(network, "tf_saved_model", reference, candidate, atol, rtol))
+            reports.append(compare(network, FORMAT_NAMES[TF_DIR], reference, candidate, atol, rtol))
 
             onnx_path = folders[ONNX_DIR, network] / ONNX_FILE
             meta = onnx_metadata(network, config, metrics, version, latent)
             write_onnx(vae, network, onnx_path, meta, version)
             candidate = onnx_outputs(onnx_path, network, inputs[network])
-            reports.append(compare(network, "onnx", reference, candidate, atol, rtol))
+            reports.append(
+                compare(network, FORMAT_NAMES[ONNX_DIR], reference, candidate, atol, rtol)
+            )
 
         reference = onnx_score_reference(folders, version, inputs[ENCODER], config.data.dataset)
         tolerance = {"atol": atol, "rtol": rtol}

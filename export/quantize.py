@@ -55,12 +55,14 @@ from keras_vae.runs import override_data_location
 from vae_contract import (
     DECODER,
     ENCODER,
+    FLOAT32,
     INPUTS,
     INT8,
     MAX_BATCH_SIZE,
     NETWORKS,
     ONNX_DIR,
     ONNX_FILE,
+    OUTPUTS,
     ModelRepositoryError,
     model_name,
 )
@@ -131,7 +133,8 @@ def calibration_inputs(
             f"--calibration-images must be in 1..{usable} (the training images), got {count}"
         )
     x = binarize_fixed(images[:count], config.data.binarization, seed)
-    z_mean, z_log_var = (encoder.run(x, MAX_BATCH_SIZE)[name] for name in ("z_mean", "z_log_var"))
+    outputs = encoder.run(x, MAX_BATCH_SIZE)
+    z_mean, z_log_var = (outputs[name] for name in OUTPUTS[ENCODER])
     rng = np.random.default_rng(seed)
     posterior = z_mean + np.exp(0.5 * z_log_var) * rng.standard_normal(z_mean.shape)
     prior = rng.standard_normal(z_mean.shape)
@@ -196,21 +199,21 @@ def measure_nll(
     from keras_vae.iwae import evaluate_likelihood
 
     figures = {}
-    for name, models in (("float32", float32), (INT8, int8)):
+    for name, models in ((FLOAT32, float32), (INT8, int8)):
         encode, decode = model_networks(models[ENCODER], models[DECODER])
         figures[name] = evaluate_likelihood(
             images, encode, decode, k, seed=NLL_SEED, progress=progress
         )
-    cost = figures[INT8]["test_nll"] - figures["float32"]["test_nll"]
+    cost = figures[INT8]["test_nll"] - figures[FLOAT32]["test_nll"]
     return {
         "estimator": "IWAE (keras_vae.iwae.evaluate_likelihood), the same seed for both",
         "k": k,
         "images": len(images),
         "test_images": f"the first {len(images)} of the test split, binarized as in evaluate",
         "seed": NLL_SEED,
-        "float32_test_nll": round(figures["float32"]["test_nll"], 4),
+        "float32_test_nll": round(figures[FLOAT32]["test_nll"], 4),
         "int8_test_nll": round(figures[INT8]["test_nll"], 4),
-        "float32_stderr": round(figures["float32"]["test_nll_stderr"], 4),
+        "float32_stderr": round(figures[FLOAT32]["test_nll_stderr"], 4),
         "nll_cost": round(cost, 4),
         "seconds": {name: figures[name]["iwae_seconds"] for name in figures},
     }

@@ -11,11 +11,12 @@ version Triton loads (the latest: ``version_policy latest``).
 
 from __future__ import annotations
 
+from export.tf_serving_config import BATCH_TIMEOUT_MICROS
 from vae_contract import (
-    ENCODER,
     INPUTS,
     MAX_BATCH_SIZE,
     MAX_REQUEST_ITEMS,
+    OUTPUTS,
     input_shape,
     output_shapes,
 )
@@ -23,9 +24,9 @@ from vae_contract import (
 TRITON_CONFIG = "config.pbtxt"
 BACKEND = "onnxruntime"
 # Dynamic batching: the sizes Triton prefers to form, and how long a request may wait
-# for others (the same 2 ms as TF Serving's batch_timeout_micros).
+# for others (as long as TF Serving lets a batch wait to fill).
 PREFERRED_BATCH_SIZES = (MAX_BATCH_SIZE // 4, MAX_BATCH_SIZE)
-MAX_QUEUE_DELAY_MICROSECONDS = 2000
+MAX_QUEUE_DELAY_MICROSECONDS = BATCH_TIMEOUT_MICROS
 INSTANCES = 1  # one onnxruntime session per model, which uses every core itself
 # Batches replayed at load time, so the first real request does not pay for lazy set-up;
 # zeros are valid input for both networks (a blank image, the prior's mean).
@@ -57,7 +58,7 @@ def model_config(network: str, latent_dim: int, name: str | None = None) -> str:
         "    }\n  }"
         for size in WARMUP_BATCH_SIZES
     )
-    what = "images -> z_mean, z_log_var" if network == ENCODER else "z -> probs, logits"
+    what = f"{tensor} -> {', '.join(OUTPUTS[network])}"
     return (
         f"# {model} ({what}); written by `python -m export`, see export/triton_config.py\n"
         f'name: "{model}"\n'

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from vae_contract import FLOAT32, MAX_BATCH_SIZE, MAX_REQUEST_ITEMS, VARIANTS
+from vae_contract import DECODER, ENCODER, FLOAT32, MAX_BATCH_SIZE, MAX_REQUEST_ITEMS, VARIANTS
 from vae_contract.settings import setting
 
 LOG_LEVELS = ("debug", "info", "warning")
@@ -22,7 +22,7 @@ class ServingConfig:
     repo: str = setting("artifacts/models", "model repository written by `make export`")
     variant: str = setting(
         FLOAT32,
-        f"which build of the networks to serve as vae_encoder/vae_decoder: "
+        f"which build of the networks to serve as {ENCODER}/{DECODER}: "
         f'{" or ".join(VARIANTS)} (int8: written by `make export ARGS="--quantize int8"`)',
     )
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")

@@ -13,6 +13,7 @@ from vae_contract import (
     ENCODER,
     IMAGE_SHAPE,
     INPUTS,
+    MAX_BATCH_SIZE,
     REQUIRED_OUTPUTS,
     ModelRepositoryError,
 )
@@ -122,7 +123,7 @@ class OnnxModel:
         values = self.session.run(self.output_names, {self.input_name: inputs})
         return dict(zip(self.output_names, values, strict=True))
 
-    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8, 64)) -> None:
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8, MAX_BATCH_SIZE)) -> None:
         """Run once per typical size, so the first real request pays no allocation."""
         for size in batch_sizes:
             self.run(np.zeros((size, *self.item_shape), np.float32))
