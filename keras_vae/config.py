@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_vae.errors import ConfigError, require_choice
+from vae_contract import IMAGE_SHAPE
 from vae_contract.settings import setting
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -26,6 +27,9 @@ LR_SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("relu", "elu", "swish")
 BINARIZATIONS = ("dynamic", "static", "none")
 DATA_DIR_ENV = "KERAS_VAE_DATA_DIR"
+# The networks' plan: the image side, then the side after each stride-2 convolution.
+RESOLUTIONS = tuple(IMAGE_SHAPE[0] // 2**level for level in range(3))
+_PLAN = " -> ".join(map(str, RESOLUTIONS))
 
 
 def _require(condition: bool, message: str) -> None:
@@ -77,12 +81,12 @@ class ModelConfig:
         16, "size of the latent space (2 also draws the latent map and the manifold)"
     )
     conv_filters: tuple[int, ...] = setting(
-        (32, 64), "filters of the two stride-2 convolutions (28 -> 14 -> 7)"
+        (32, 64), f"filters of the two stride-2 convolutions ({_PLAN})"
     )
     hidden_units: int = setting(256, "width of the dense layer before the latent space")
     architecture: str = setting(
         "conv",
-        "conv: the keras.io networks; resnet: the same 28 -> 14 -> 7 plan with residual "
+        f"conv: the keras.io networks; resnet: the same {_PLAN} plan with residual "
         "blocks at each resolution, for quality",
         choices=ARCHITECTURES,
     )
@@ -107,7 +111,7 @@ class ModelConfig:
         )
         _require(
             len(self.conv_filters) == 2 and all(f >= 1 for f in self.conv_filters),
-            f"conv_filters must be two positive integers (28 -> 14 -> 7), got {self.conv_filters}",
+            f"conv_filters must be two positive integers ({_PLAN}), got {self.conv_filters}",
         )
         _require(self.hidden_units >= 1, f"hidden_units must be >= 1, got {self.hidden_units}")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import socket
 import struct
 import threading
@@ -42,6 +43,7 @@ import numpy as np
 from keras_vae.config import DATA_DIR_ENV, DataConfig
 from keras_vae.errors import DataError
 from keras_vae.quiet import silence_tfds_progress
+from vae_contract import IMAGE_SHAPE
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
@@ -195,7 +197,7 @@ def check_idx_file(path: Path, name: str) -> None:
             payload = stream.read()
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path} is corrupt ({error}); replace it with the official file") from None
-    item_bytes = 28 * 28 if magic == 2051 else 1
+    item_bytes = math.prod(IMAGE_SHAPE) if magic == 2051 else 1  # a byte per pixel
     header_bytes = 16 if magic == 2051 else 8
     if len(payload) < 8 or struct.unpack(">II", payload[:8]) != (magic, count):
         raise DataError(f"{path} has an unexpected header; replace it with the official file")

@@ -12,8 +12,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from keras_vae.config import ModelConfig
+from keras_vae.config import RESOLUTIONS, ModelConfig
 from vae_contract import IMAGE_SHAPE, IMAGES, LOGITS, Z_LOG_VAR, Z_MEAN, Z
+
+SIDE = RESOLUTIONS[-1]  # the feature maps' side after two stride-2 convolutions
 
 
 def residual_block(x, filters: int, name: str, activation: str = "relu"):
@@ -43,8 +45,8 @@ def build_decoder(config: ModelConfig) -> keras.Model:
     act = config.activation
     first, second = config.conv_filters
     z = keras.Input(shape=(config.latent_dim,), name=Z)
-    x = layers.Dense(7 * 7 * second, activation=act)(z)
-    x = layers.Reshape((7, 7, second))(x)
+    x = layers.Dense(SIDE * SIDE * second, activation=act)(z)
+    x = layers.Reshape((SIDE, SIDE, second))(x)
     x = layers.Conv2DTranspose(second, 3, strides=2, padding="same", activation=act)(x)
     x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation=act)(x)
     logits = layers.Conv2DTranspose(1, 3, padding="same", name=LOGITS)(x)
@@ -67,8 +69,8 @@ def _resnet_decoder(config: ModelConfig) -> keras.Model:
     first, second = config.conv_filters
     z = keras.Input(shape=(config.latent_dim,), name=Z)
     x = layers.Dense(config.hidden_units, activation=act)(z)
-    x = layers.Dense(7 * 7 * second, activation=act)(x)
-    x = layers.Reshape((7, 7, second))(x)
+    x = layers.Dense(SIDE * SIDE * second, activation=act)(x)
+    x = layers.Reshape((SIDE, SIDE, second))(x)
     for block in range(config.residual_blocks):
         x = residual_block(x, second, f"dec1_res{block}", act)
     x = layers.Conv2DTranspose(first, 3, strides=2, padding="same", activation=act)(x)
