@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from benchmarks.loadgen import LoadResult, http_request, run_load, run_mixed
-from vae_contract import IMAGE_SHAPE, IMAGES
+from vae_contract import IMAGE_SHAPE, IMAGES, MAX_REQUEST_ITEMS
 
 STALL_GOAL_MS = 100.0
 
@@ -40,8 +40,9 @@ def _latency(result: LoadResult) -> dict:
 
 
 def stall_requests() -> dict[str, bytes]:
-    images = (np.random.default_rng(0).random((1024, *IMAGE_SHAPE)) < 0.13).astype(np.float32)
-    empties = b'{"images": [' + b",".join([b"[]"] * 5_000_000) + b"]}"
+    shape = (MAX_REQUEST_ITEMS, *IMAGE_SHAPE)  # the largest request the service takes
+    images = (np.random.default_rng(0).random(shape) < 0.13).astype(np.float32)
+    empties = f'{{"{IMAGES}": ['.encode() + b",".join([b"[]"] * 5_000_000) + b"]}"
     return {
         "normal": http_request("/v1/encode", orjson.dumps({IMAGES: images[:1].tolist()})),
         "json_1024_images": http_request("/v1/encode", orjson.dumps({IMAGES: images.tolist()})),
@@ -120,7 +121,7 @@ def _rss_mb(pid: int) -> float:
 def unread_answers(service_factory, seconds: float = 12.0) -> dict:
     """Memory held by clients that pipeline large answers and never read them."""
     service = service_factory()
-    body = b'{"n": 1024}'
+    body = f'{{"n": {MAX_REQUEST_ITEMS}}}'.encode()
     request = http_request("/v1/sample", body) * 32
     sockets = []
     try:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from serving.client import LocalVae
+from vae_contract import IMAGE_SHAPE
 
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
@@ -26,7 +28,8 @@ TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 def test_images(data_dir: Path, count: int, seed: int = 1) -> np.ndarray:
     """The first ``count`` official MNIST test images, binarized with a fixed seed."""
     raw = gzip.decompress((data_dir / TEST_IMAGES).read_bytes())[16:]
-    grey = np.frombuffer(raw, np.uint8)[: count * 784].reshape(count, 28, 28, 1) / 255.0
+    pixels = np.frombuffer(raw, np.uint8)[: count * math.prod(IMAGE_SHAPE)]
+    grey = pixels.reshape(count, *IMAGE_SHAPE) / 255.0
     return (np.random.default_rng(seed).random(grey.shape) < grey).astype(np.float32)
 
 
