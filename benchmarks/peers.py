@@ -226,7 +226,7 @@ def verify(server: Server, endpoint: Endpoint, expected: np.ndarray) -> None:
     got = got.reshape(expected.shape)
     worst = float(np.max(np.abs(got - expected)))
     if worst > ATOL:
-        raise RuntimeError(f"{endpoint.label}: z_mean differs from onnxruntime by {worst:.2e}")
+        raise RuntimeError(f"{endpoint.label}: {Z_MEAN} differs from onnxruntime by {worst:.2e}")
 
 
 def measure(server: Server, endpoint: Endpoint, concurrency: int, seconds: float, warmup: float):

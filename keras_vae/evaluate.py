@@ -177,7 +177,7 @@ def _owner(source: Any, run_dir: Path, ours: bool) -> str:
 
 # The quick default and the headline protocol (Burda et al. use K=5000 on all images).
 QUICK_K, QUICK_IMAGES = 100, 2000
-FULL_K = 1000
+FULL_K = likelihood.HEADLINE_K
 
 
 def build_parser() -> argparse.ArgumentParser:

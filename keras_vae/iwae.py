@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vae_contract.likelihood import (
+    HEADLINE_K,
     bernoulli_log_prob,
     gaussian_kl,
     iwae_bound,
@@ -64,7 +65,7 @@ def evaluate_likelihood(
     images: np.ndarray,
     encode: Encode,
     decode: Decode,
-    k: int = 1000,
+    k: int = HEADLINE_K,
     batch_size: int = 50,
     seed: int = 0,
     progress: bool = True,

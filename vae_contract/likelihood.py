@@ -108,10 +108,11 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, spherical: bool) -> np
     return (1 - t) * a + t * b
 
 
-# K, the importance samples per image: the default of /v1/score and LocalVae.score,
-# and the most a caller may ask for (the K of the headline `make evaluate --full`).
+# K, the importance samples per image: the default of /v1/score and LocalVae.score; the
+# K of the headline evaluation (`make evaluate --full`), also the most a caller may ask for.
 DEFAULT_K = 100
-MAX_K = 1000
+HEADLINE_K = 1000
+MAX_K = HEADLINE_K
 # K x images of one /v1/score request: K=100 on the largest batch, or K=1000 on 102 images.
 MAX_SCORED_ROWS = MAX_REQUEST_ITEMS * DEFAULT_K
 # Decoder rows per pass when scoring: bounds memory (4,096 x 784 logits in float64 is
