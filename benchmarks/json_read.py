@@ -17,17 +17,17 @@ import numpy as np
 import orjson
 
 from serving import codec, json_batch
-from vae_contract import IMAGE_SHAPE, IMAGES
+from vae_contract import IMAGE_SHAPE, IMAGES, MAX_REQUEST_ITEMS
 
 
 def fast(body: bytes) -> np.ndarray:
     batch, _ = json_batch.read(body, IMAGES, IMAGE_SHAPE)
-    return codec.read_batch(batch, IMAGE_SHAPE, IMAGES, 1024, pixels=True)
+    return codec.read_batch(batch, IMAGE_SHAPE, IMAGES, MAX_REQUEST_ITEMS, pixels=True)
 
 
 def ordinary(body: bytes) -> np.ndarray:
     payload = codec.parse_json_object(body)
-    return codec.read_batch(payload[IMAGES], IMAGE_SHAPE, IMAGES, 1024, pixels=True)
+    return codec.read_batch(payload[IMAGES], IMAGE_SHAPE, IMAGES, MAX_REQUEST_ITEMS, pixels=True)
 
 
 def microseconds(read, body: bytes, number: int, repeats: int) -> float:

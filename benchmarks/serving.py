@@ -24,7 +24,7 @@ import orjson
 from benchmarks import reliability
 from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
 from serving.config import ServingConfig
-from vae_contract import DECODER, ENCODER, IMAGE_SHAPE, IMAGES, onnx_versions
+from vae_contract import DECODER, ENCODER, IMAGE_SHAPE, IMAGES, NPY_MEDIA_TYPE, onnx_versions
 from vae_runtime import OnnxModel
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -124,13 +124,13 @@ def workloads(images: np.ndarray) -> dict[str, tuple[str, bytes, int]]:
         ),
         "encode_npy": (
             ENCODER,
-            http_request("/v1/encode", npy(one), "application/x-npy"),
+            http_request("/v1/encode", npy(one), NPY_MEDIA_TYPE),
             1,
         ),
         "sample_json": (DECODER, http_request("/v1/sample", b'{"n": 1}'), 1),
         "encode_npy_x16": (
             ENCODER,
-            http_request("/v1/encode", npy(images[:16]), "application/x-npy"),
+            http_request("/v1/encode", npy(images[:16]), NPY_MEDIA_TYPE),
             16,
         ),
         "sample_npy_x16": (

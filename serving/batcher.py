@@ -38,6 +38,7 @@ import numpy as np
 
 from serving.errors import ApiError
 from serving.metrics import Metrics
+from vae_contract import MAX_BATCH_SIZE
 from vae_runtime import OnnxModel
 
 
@@ -79,7 +80,7 @@ class Batcher:
         self,
         model: OnnxModel,
         metrics: Metrics,
-        max_batch: int = 64,
+        max_batch: int = MAX_BATCH_SIZE,
         max_delay: float = 0.001,
         max_queue: int = 256,
         timeout: float = 5.0,

@@ -21,6 +21,8 @@ from vae_contract import (
     IMAGE_SHAPE,
     IMAGES,
     MAX_BATCH_SIZE,
+    NPY_MEDIA_TYPE,
+    OUTPUTS_HEADER,
     PROBS,
     Z_LOG_VAR,
     Z_MEAN,
@@ -31,7 +33,7 @@ from vae_contract import (
 if TYPE_CHECKING:
     from vae_runtime import OnnxModel
 
-NPY = "application/x-npy"
+NPY = NPY_MEDIA_TYPE
 RECON = "reconstruction"
 IMAGE_PIXELS = int(np.prod(IMAGE_SHAPE))
 
@@ -85,7 +87,7 @@ class VaeClient:
             raise ServiceError(response.status_code, message)
         if response.headers.get("content-type", "").startswith(NPY):
             array = np.load(io.BytesIO(response.content), allow_pickle=False)
-            names = response.headers.get("x-outputs")
+            names = response.headers.get(OUTPUTS_HEADER)
             if names:
                 return {n: array[:, i] for i, n in enumerate(names.split(","))}
             return array

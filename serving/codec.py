@@ -17,8 +17,9 @@ import numpy as np
 import orjson
 
 from serving.errors import ApiError
+from vae_contract import NPY_MEDIA_TYPE
 
-NPY = "application/x-npy"
+NPY = NPY_MEDIA_TYPE
 JSON = "application/json"
 PNG = "image/png"
 

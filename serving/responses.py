@@ -12,7 +12,7 @@ from serving.codec import JSON, NPY, PNG
 from serving.errors import ApiError
 from serving.params import decimal, describe
 from serving.png import encode_png, grid
-from vae_contract import IMAGES
+from vae_contract import IMAGES, OUTPUTS_HEADER
 
 FORMATS = {"json": JSON, "npy": NPY, "png": PNG}
 MAX_SCALE = 8  # 8 × 122 pixels for 16 samples; 64 samples at 8× are already 1,936 wide
@@ -72,5 +72,5 @@ def arrays_response(request: Request, meta: dict, outputs: dict[str, np.ndarray]
     if wants(request) == NPY:
         names = list(outputs)
         stacked = np.stack([outputs[n] for n in names], axis=1)
-        return Response(200, codec.dump_npy(stacked), NPY, {"x-outputs": ",".join(names)})
+        return Response(200, codec.dump_npy(stacked), NPY, {OUTPUTS_HEADER: ",".join(names)})
     return json_response({**meta, **outputs})

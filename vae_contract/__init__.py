@@ -19,6 +19,11 @@ INPUTS = {ENCODER: IMAGES, DECODER: Z}
 OUTPUTS = {ENCODER: (Z_MEAN, Z_LOG_VAR), DECODER: (PROBS, LOGITS)}
 REQUIRED_OUTPUTS = {ENCODER: OUTPUTS[ENCODER], DECODER: (PROBS,)}  # logits may be offered too
 
+# The HTTP API's binary form: a .npy body or answer, and the header that names the columns
+# of a stacked .npy answer (z_mean and z_log_var of /v1/encode, in order).
+NPY_MEDIA_TYPE = "application/x-npy"
+OUTPUTS_HEADER = "x-outputs"
+
 # Model repository layout: <repo>/onnx/<network>/<version>/model.onnx (Triton's layout)
 # and <repo>/tf/<network>/<version>/saved_model.pb (TF Serving's).
 ONNX_DIR, TF_DIR = "onnx", "tf"
