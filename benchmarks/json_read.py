@@ -36,8 +36,12 @@ def microseconds(read, body: bytes, number: int, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--number", type=int, default=2000, help="reads per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--number", type=int, default=2000, help="reads per repeat (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="the best one counts (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     report = {}

@@ -59,7 +59,8 @@ def free_port() -> int:
 class Service:
     """``python -m serving`` in a subprocess, quiet, ready when the constructor returns."""
 
-    def __init__(self, repo: str, *flags: str):
+    def __init__(self, repo: str, *flags: str, cwd: str | Path | None = None):
+        """``cwd``: serve the source tree found there (another revision, for an A/B)."""
         self.port = free_port()
         self.process = subprocess.Popen(
             [
@@ -76,6 +77,7 @@ class Service:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=cwd,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
