@@ -495,20 +495,9 @@ def plot(report: dict, path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 5.2))
     for mode, style in (("batching_on", "-"), ("batching_off", "--")):
         for name, points in report["service"][mode].items():
-            left.plot(
-                CONCURRENCY,
-                [p["items_per_s"] for p in points],
-                style,
-                marker="o",
-                label=f"{name} ({mode.replace('_', ' ')})",
-            )
-            right.plot(
-                CONCURRENCY,
-                [p["p99_ms"] for p in points],
-                style,
-                marker="o",
-                label=f"{name} ({mode.replace('_', ' ')})",
-            )
+            label = f"{name} ({mode.replace('_', ' ')})"
+            for axis, key in ((left, "items_per_s"), (right, "p99_ms")):
+                axis.plot(CONCURRENCY, [p[key] for p in points], style, marker="o", label=label)
     for name, table in report["raw_onnxruntime_items_per_s_all_cores"].items():
         left.axhline(table["64"], color="grey", linewidth=0.8, linestyle=":")
         left.text(1, table["64"], f"raw {name} @64", fontsize=7, va="bottom")
