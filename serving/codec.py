@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -33,6 +34,7 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"malformed JSON: {error}") from None
 
 
+@lru_cache(maxsize=64)
 def list_budget(item_shape: tuple[int, ...], max_items: int) -> int:
     """How many JSON lists a request of at most ``max_items`` nested items may hold:
     one per item per axis but the last (an image: 1 + 28 + 28 * 28), plus room for the
