@@ -478,14 +478,19 @@ def test_a_full_queue_refuses_before_parsing(exported_repo):
         def sample():
             results.append(httpx.post(url + "/v1/sample", json={"n": 4096}, timeout=60))
 
-        threads = [threading.Thread(target=sample) for _ in range(2)]  # one runs, one waits
-        for thread in threads:
-            thread.start()
-        depth = re.compile(r'vae_queue_depth\{model="vae_decoder/1"\} 1')
-        deadline = time.monotonic() + 10
-        while not depth.search(httpx.get(url + "/metrics").text):
-            assert time.monotonic() < deadline, "the queue never filled"
-            time.sleep(0.01)
+        def wait_for(pattern: str, what: str) -> None:
+            deadline = time.monotonic() + 10
+            while not re.search(pattern, httpx.get(url + "/metrics").text):
+                assert time.monotonic() < deadline, what
+                time.sleep(0.01)
+
+        # One runs, one waits. The second starts once the first is served in slices: sent
+        # together, the second could find the first still queued and be refused itself.
+        threads = [threading.Thread(target=sample) for _ in range(2)]
+        threads[0].start()
+        wait_for(r'vae_batch_size_count\{model="vae_decoder/1"\} [1-9]', "the first never ran")
+        threads[1].start()
+        wait_for(r'vae_queue_depth\{model="vae_decoder/1"\} 1', "the queue never filled")
         garbled = httpx.post(url + "/v1/decode", content=b"{not json")
         garbled_v2 = httpx.post(url + "/v2/models/vae_decoder/infer", content=b"{not json")
         garbled_tf = httpx.post(url + "/v1/models/vae_decoder:predict", content=b"{not json")
