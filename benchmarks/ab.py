@@ -54,15 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", help="git revision A (the reference), or . for the working tree")
     parser.add_argument("b", help="git revision B, or . for the working tree")
     parser.add_argument("--repo", default="artifacts/models", help="(default: %(default)s)")
-    known = ", ".join(requests())
+    available = requests()
     parser.add_argument(
-        "--loads", default="encode_json,encode_npy", help=f"comma-separated, of: {known}"
+        "--loads",
+        default="encode_json,encode_npy",
+        help=f"comma-separated, of: {', '.join(available)}",
     )
     parser.add_argument("--clients", default="64", help="comma-separated (default: 64)")
     parser.add_argument("--rounds", type=int, default=6, help="(default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=2.0, help="per point (default: 2)")
     args = parser.parse_args(argv)
-    loads = {name: requests()[name] for name in args.loads.split(",")}
+    loads = {name: available[name] for name in args.loads.split(",")}
     clients = [int(c) for c in args.clients.split(",")]
     repo = str(Path(args.repo).resolve())
     with tempfile.TemporaryDirectory(prefix="keras-vae-ab-") as scratch:
