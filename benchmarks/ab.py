@@ -3,10 +3,12 @@
 A change to the request path is worth a few per cent of CPU per request, and this
 machine's speed drifts by more than that between runs (README, "Serving benchmark").
 So both revisions are served at once, each from a ``git archive`` copy (``.`` is the
-working tree as it is), and measured in interleaved rounds, A then B, then B then A:
-the median of the paired ratios B/A is the figure to read. Prints JSON: per workload
-and number of clients, each side's server CPU per request (median and every round)
-and that ratio.
+working tree as it is), and loaded at the same moment, each by its own clients, in
+several rounds: the median of the paired ratios B/A is the figure to read. (Rounds
+that alternate A and B still saw the machine's speed change between the two halves:
+A against itself then read anywhere from 0.9 to 1.03.) Prints JSON: per workload and
+number of clients, each side's server CPU per request (median and every round) and
+that ratio.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import run_load, tree_cpu_seconds
+from benchmarks.loadgen import run_together, tree_cpu_seconds
 from benchmarks.serving import HEALTHZ, Service, v2_requests, workloads
 from vae_contract import IMAGE_SHAPE
 
@@ -43,10 +45,17 @@ def requests() -> dict[str, bytes]:
     return {"healthz": HEALTHZ, **chosen, **v2_requests(images[0])}
 
 
-def cpu_per_request(service: Service, request: bytes, clients: int, seconds: float) -> float:
-    before = tree_cpu_seconds(service.process.pid)
-    result = run_load(service.port, request, clients, seconds, warmup=0.0)
-    return (tree_cpu_seconds(service.process.pid) - before) / max(1, result.requests) * 1e6
+def cpu_per_request(
+    services: list[Service], request: bytes, clients: int, seconds: float
+) -> list[float]:
+    """Each service's CPU per request, all of them loaded at once."""
+    before = [tree_cpu_seconds(s.process.pid) for s in services]
+    targets = [(s.port, request, clients) for s in services]
+    results = run_together(targets, seconds, warmup=0.0)
+    return [
+        (tree_cpu_seconds(s.process.pid) - cpu) / max(1, r.requests) * 1e6
+        for s, cpu, r in zip(services, before, results, strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated, of: {', '.join(available)}",
     )
     parser.add_argument("--clients", default="64", help="comma-separated (default: 64)")
-    parser.add_argument("--rounds", type=int, default=6, help="(default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=10, help="(default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=2.0, help="per point (default: 2)")
     args = parser.parse_args(argv)
     loads = {name: available[name] for name in args.loads.split(",")}
@@ -72,15 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         services = [Service(repo, cwd=side) for side in sides]
         rounds: dict[tuple[str, int], list[list[float]]] = {}
         try:
-            for number in range(args.rounds):
-                order = (0, 1) if number % 2 == 0 else (1, 0)
+            for _ in range(args.rounds):
                 for c in clients:
                     for name, request in loads.items():
                         pair = rounds.setdefault((name, c), [[], []])
-                        for side in order:
-                            pair[side].append(
-                                cpu_per_request(services[side], request, c, args.seconds)
-                            )
+                        for side, cpu in zip(
+                            pair, cpu_per_request(services, request, c, args.seconds), strict=True
+                        ):
+                            side.append(cpu)
         finally:
             for service in services:
                 service.close()

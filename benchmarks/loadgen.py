@@ -171,6 +171,20 @@ def run_mixed(
     return _runner()(together())
 
 
+def run_together(
+    targets: list[tuple[int, bytes, int]], seconds: float = 3.0, warmup: float = 0.5
+) -> list[LoadResult]:
+    """Closed loops on several servers at once: ``targets`` are (port, request, concurrency).
+
+    Servers measured at the same moment share every drift of the machine's speed."""
+
+    async def together() -> list[LoadResult]:
+        runs = [_run("127.0.0.1", port, req, c, seconds, warmup) for port, req, c in targets]
+        return list(await asyncio.gather(*runs))
+
+    return _runner()(together())
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU of ``root`` and all its descendants, from /proc.
 

@@ -18,7 +18,7 @@ from tests.conftest import REPO, run_module
         ("export", ["(default: artifacts/runs)", "(default: artifacts/models)", "(default: 1000)"]),
         ("keras_vae.launch", ["(default: 2)", "--data-dir", "$KERAS_VAE_DATA_DIR"]),
         ("benchmarks.serving", ["(default: artifacts/models)", "(default: artifacts/bench)"]),
-        ("benchmarks.ab", ["(default: artifacts/models)", "(default: 6)", "encode_v2_binary"]),
+        ("benchmarks.ab", ["(default: artifacts/models)", "(default: 10)", "encode_v2_binary"]),
         ("benchmarks.json_read", ["(default: 2000)", "(default: 5)"]),
     ],
 )
