@@ -18,6 +18,12 @@ at a time: it fills half of each batch, and the small requests waiting meanwhile
 is sixteen batches of work; without this, a single-image request that arrived
 behind it waited for all sixteen (README, "Reliability").
 
+A request's values are checked (:class:`~serving.codec.Values`) by the thread,
+as it takes the request into a batch: one request after another, numpy's per-call
+machinery stays in the CPU's caches. A request with bad values is answered its 400
+and left out of the batch. A request served inline or in slices is checked when
+submitted, on the event loop, as a handler would.
+
 Everything per request is kept to plain Python objects (a deque, one future):
 at 64 clients the event loop, not onnxruntime, is what limits one worker, and
 ``asyncio.Queue`` and a timer per request cost more than the rest of the batching.
@@ -36,6 +42,7 @@ from collections import deque
 
 import numpy as np
 
+from serving.codec import Values
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from vae_contract import MAX_BATCH_SIZE
@@ -45,12 +52,19 @@ from vae_runtime import OnnxModel
 class _Pending:
     """A queued request; ``taken`` rows of it are already in batches, ``parts`` answered."""
 
-    __slots__ = ("inputs", "future", "deadline", "taken", "parts", "answered")
+    __slots__ = ("inputs", "future", "deadline", "values", "taken", "parts", "answered")
 
-    def __init__(self, inputs: np.ndarray, future: asyncio.Future, deadline: float):
+    def __init__(
+        self,
+        inputs: np.ndarray,
+        future: asyncio.Future,
+        deadline: float,
+        values: Values | None = None,
+    ):
         self.inputs = inputs
         self.future = future
         self.deadline = deadline
+        self.values = values  # still to check, by the thread
         self.taken = 0
         self.parts: list[dict[str, np.ndarray]] = []
         self.answered = 0  # rows of the parts
@@ -99,6 +113,7 @@ class Batcher:
         self._sliced: _Pending | None = None  # the large request being served in slices
         self._turn = False  # without batching: a slice and a small request take turns
         self._batch: list[_Slice] = []  # taken by the thread: filling or running
+        self._refused: list[tuple[_Pending, ApiError]] = []  # bad values found by the thread
         self._has_work = threading.Event()
         self._stopping = False
         self._hopefuls = 0  # lone requests taking one turn of the loop before running inline
@@ -158,8 +173,11 @@ class Batcher:
         self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
         return outputs
 
-    async def submit(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for ``inputs``; 503 at once when the queue is full, 504 past the deadline.
+    async def submit(
+        self, inputs: np.ndarray, values: Values | None = None
+    ) -> dict[str, np.ndarray]:
+        """Outputs for ``inputs``; 503 at once when the queue is full, 504 past the deadline,
+        400 if ``values`` finds a bad one.
 
         A lone small request runs on the event-loop thread: handing it to the
         onnxruntime thread and back (a thread wake-up, the GIL, the loop's self-pipe)
@@ -167,11 +185,16 @@ class Batcher:
         that arrive meanwhile wait that long, then batch as usual.
         """
         if len(inputs) <= self.inline_rows and self._idle() and await self._alone():
+            if values is not None:
+                values.check(inputs)
             return self._run_inline(inputs)
         if len(self._waiting) >= self.max_queue:
             raise self._overloaded()
+        if values is not None and len(inputs) > self.max_batch:  # sliced: check it whole
+            values.check(inputs)
+            values = None
         future = self._loop.create_future()
-        pending = _Pending(inputs, future, time.monotonic() + self.timeout)
+        pending = _Pending(inputs, future, time.monotonic() + self.timeout, values)
         self._waiting.append(pending)
         if not self._has_work.is_set():  # set() takes a lock even when already set
             self._has_work.set()
@@ -202,11 +225,15 @@ class Batcher:
         failure: str | None,
         seconds: float,
         expired: list[_Pending],
+        refused: list[tuple[_Pending, ApiError]],
     ) -> None:
         """A batch's answers, handed over by the thread: each caller gets its rows."""
         now = time.monotonic()
         for p in expired:
             self._expire(p, now)
+        for p, error in refused:
+            if not p.future.done():
+                p.future.set_exception(error)
         if failure is not None:
             for p, _, _ in live:
                 if not p.future.done():
@@ -231,9 +258,10 @@ class Batcher:
                 continue
             try:
                 self._collect()
-                self._run_batch(self._batch)
+                self._run_batch(self._batch, self._refused)
             finally:
                 self._batch = []
+                self._refused = []
 
     def _wait_for_work(self, until: float) -> bool:
         """Until a request is queued (True) or ``until`` passes (False)."""
@@ -275,6 +303,8 @@ class Batcher:
                 taken += self._slice(room - taken)
             elif size <= room - taken:
                 del waiting[i]
+                if p.values is not None and not self._values_pass(p):
+                    continue
                 self._batch.append((p, 0, size))
                 taken += size
             else:
@@ -282,6 +312,15 @@ class Batcher:
             if not self.batching:
                 break
         return taken
+
+    def _values_pass(self, p: _Pending) -> bool:
+        """Check a request's values; one that fails is answered 400 with the batch."""
+        try:
+            p.values.check(p.inputs)
+        except ApiError as error:
+            self._refused.append((p, error))
+            return False
+        return True
 
     def _collect(self) -> None:
         """Fill ``self._batch`` with up to ``max_batch`` rows.
@@ -312,7 +351,7 @@ class Batcher:
         if self._sliced is not None and rows < self.max_batch:
             self._slice(self.max_batch - rows)
 
-    def _run_batch(self, batch: list[_Slice]) -> None:
+    def _run_batch(self, batch: list[_Slice], refused: list[tuple[_Pending, ApiError]]) -> None:
         now = time.monotonic()
         live = [s for s in batch if not s[0].future.done() and s[0].deadline > now]
         expired = [p for p, _, _ in batch if p.deadline <= now]
@@ -326,10 +365,10 @@ class Batcher:
             except Exception as error:  # keep serving whatever one batch did
                 failure = type(error).__name__
             seconds = time.perf_counter() - started
-        if live or expired:
+        if live or expired or refused:
             try:
                 self._loop.call_soon_threadsafe(
-                    self._deliver, live, outputs, failure, seconds, expired
+                    self._deliver, live, outputs, failure, seconds, expired, refused
                 )
             except RuntimeError:  # the loop has closed: the service is stopping
                 self._stopping = True

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from serving.batcher import Batcher
+from serving.codec import Values
 from serving.config import ServingConfig
 from serving.errors import ApiError, StartupError
 from serving.metrics import Metrics
@@ -150,8 +151,11 @@ class Service:
     def check_room(self, model: OnnxModel) -> None:
         self.batchers[model.name, model.version].check_room()
 
-    async def run(self, model: OnnxModel, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return await self.batchers[model.name, model.version].submit(inputs)
+    async def run(
+        self, model: OnnxModel, inputs: np.ndarray, values: Values | None = None
+    ) -> dict[str, np.ndarray]:
+        """``model``'s outputs for ``inputs``, batched; ``values`` checks them on the way."""
+        return await self.batchers[model.name, model.version].submit(inputs, values)
 
     def describe(self) -> dict:
         return {

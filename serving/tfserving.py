@@ -57,11 +57,16 @@ def parse_predict(payload: Any, model: OnnxModel) -> tuple[Any, bool]:
 
 
 def read_predict(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndarray, bool]:
-    """A predict body's batch, and whether it came in the row (``instances``) format."""
+    """A predict body's batch, and whether it came in the row (``instances``) format
+    (its values are checked as it is batched: :func:`input_values`)."""
     payload = codec.parse_json_object(body, codec.list_budget(model.item_shape, max_items))
     value, rows = parse_predict(payload, model)
-    pixels = model.name == ENCODER
-    return codec.read_batch(value, model.item_shape, model.input_name, max_items, pixels), rows
+    batch = codec.read_batch(value, model.item_shape, model.input_name, max_items, values=False)
+    return batch, rows
+
+
+def input_values(model: OnnxModel) -> codec.Values:
+    return codec.Values(model.input_name, pixels=model.name == ENCODER)
 
 
 def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]:
@@ -137,7 +142,7 @@ def routes(service: Service):
             inputs, rows = await service.offload.call(
                 read_predict, request.body, model, config.max_request_items
             )
-            outputs = await service.run(model, inputs)
+            outputs = await service.run(model, inputs, input_values(model))
             return json_response(format_predict(outputs, rows))
         params.require(request, "GET")
         if tail == "/metadata":

@@ -21,8 +21,13 @@ from vae_runtime import OnnxModel
 MAX_TEMPERATURE = 10.0
 
 
+IMAGE_VALUES = codec.Values(IMAGES, pixels=True)
+LATENT_VALUES = codec.Values(Z)
+
+
 def read_images(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndarray, dict]:
-    """A JSON ``/v1/encode`` body: the images [N, *item_shape] and the other fields."""
+    """A JSON ``/v1/encode`` body: the images [N, *item_shape] and the other fields
+    (their values are checked as they are batched: ``IMAGE_VALUES``)."""
     if (fast := json_batch.read(body, IMAGES, model.item_shape)) is not None:
         value, options = fast
     else:
@@ -30,11 +35,12 @@ def read_images(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndarr
         if IMAGES not in options:
             raise ApiError(400, f'missing "{IMAGES}": a list of 28x28 images in [0, 1]')
         value = options[IMAGES]
-    return codec.read_batch(value, model.item_shape, IMAGES, max_items, pixels=True), options
+    return codec.read_batch(value, model.item_shape, IMAGES, max_items, values=False), options
 
 
 def read_latents(body: bytes, model: OnnxModel, max_items: int) -> np.ndarray:
-    """A JSON ``/v1/decode`` body: the latent vectors [N, latent_dim]."""
+    """A JSON ``/v1/decode`` body: the latent vectors [N, latent_dim] (their values are
+    checked as they are batched: ``LATENT_VALUES``)."""
     if (fast := json_batch.read(body, Z, model.item_shape)) is not None:
         value = fast[0]
     else:
@@ -43,7 +49,7 @@ def read_latents(body: bytes, model: OnnxModel, max_items: int) -> np.ndarray:
             size = model.item_shape[0]
             raise ApiError(400, f'missing "{Z}": a list of latent vectors of size {size}')
         value = payload[Z]
-    return codec.read_batch(value, model.item_shape, Z, max_items)
+    return codec.read_batch(value, model.item_shape, Z, max_items, values=False)
 
 
 def routes(service: Service):
@@ -54,9 +60,8 @@ def routes(service: Service):
     async def encode(request: Request) -> Response:
         model = service.admit(ENCODER, params.version(request.query.get("version")))
         if sends_npy(request):
-            images = codec.read_batch(
-                codec.parse_npy(request.body), model.item_shape, IMAGES, max_items, pixels=True
-            )
+            array = codec.parse_npy(request.body)
+            images = codec.read_batch(array, model.item_shape, IMAGES, max_items, values=False)
             options = request.query
         else:
             images, options = await service.offload.call(
@@ -64,7 +69,7 @@ def routes(service: Service):
             )
         sample = params.flag(options.get("sample", False), "sample")
         seed = params.seed(options.get("seed"))
-        outputs = await service.run(model, images)
+        outputs = await service.run(model, images, IMAGE_VALUES)
         if sample:
             outputs = {**outputs, Z: sampling.reparameterize(outputs, seed)}
         return arrays_response(request, {"model": model.name, "version": model.version}, outputs)
@@ -73,10 +78,11 @@ def routes(service: Service):
     async def decode(request: Request) -> Response:
         model = service.admit(DECODER, params.version(request.query.get("version")))
         if sends_npy(request):
-            z = codec.read_batch(codec.parse_npy(request.body), model.item_shape, Z, max_items)
+            array = codec.parse_npy(request.body)
+            z = codec.read_batch(array, model.item_shape, Z, max_items, values=False)
         else:
             z = await service.offload.call(read_latents, request.body, model, max_items)
-        outputs = await service.run(model, z)
+        outputs = await service.run(model, z, LATENT_VALUES)
         meta = {"model": model.name, "version": model.version}
         return images_response(request, outputs[PROBS], meta)
 

@@ -7,8 +7,10 @@ import asyncio
 import numpy as np
 
 from serving.batcher import Batcher
+from serving.codec import Values
+from serving.errors import ApiError
 from serving.metrics import Metrics
-from vae_contract import ENCODER, Z_MEAN
+from vae_contract import ENCODER, IMAGES, Z_MEAN
 from vae_runtime import OnnxModel
 
 
@@ -79,3 +81,41 @@ def test_a_request_past_its_deadline_gets_504_and_never_hangs(exported_repo):
     status, depth = asyncio.run(scenario())
     assert status == 504
     assert depth == 0
+
+
+def test_a_bad_request_in_a_batch_gets_its_400_and_the_others_their_answers(exported_repo):
+    """Values are checked by the batcher's thread as it takes requests into a batch: the
+    request holding NaN (and the one sent as bytes 0..255) is answered the same 400 a
+    handler would give, and the requests batched beside them are answered as if alone;
+    a large request, served in slices, is checked whole before it is queued."""
+    model = encoder(exported_repo)
+    rng = np.random.default_rng(1)
+    good = [rng.random((1, *model.item_shape), dtype=np.float32) for _ in range(6)]
+    nan = good[0].copy()
+    nan[0, 3, 4, 0] = np.nan
+    bytes_like = np.full((2, *model.item_shape), 200.0, np.float32)
+    large = np.ones((100, *model.item_shape), np.float32)
+    large[70, 0, 0, 0] = -1.0
+    values = Values(IMAGES, pixels=True)
+
+    async def scenario() -> tuple[list, int]:
+        batcher = Batcher(model, Metrics(), max_batch=64, max_delay=0.05, inline_rows=0)
+        batcher.start()
+        try:
+            inputs = [*good[:3], nan, bytes_like, *good[3:], large]
+            answers = await asyncio.gather(
+                *(batcher.submit(x, values) for x in inputs), return_exceptions=True
+            )
+            return answers, batcher.depth
+        finally:
+            await batcher.stop()
+
+    answers, depth = asyncio.run(scenario())
+    assert depth == 0
+    for x, answer in zip(good, [*answers[:3], *answers[5:8]], strict=True):
+        np.testing.assert_allclose(answer[Z_MEAN], model.run(x)[Z_MEAN], atol=1e-5)
+    refusals = [answers[3], answers[4], answers[8]]
+    assert all(isinstance(r, ApiError) and r.status == 400 for r in refusals), refusals
+    assert refusals[0].message == "images contains NaN or Inf; send finite numbers"
+    assert refusals[1].message == "pixel values must be in [0, 1], got [200, 200]; divide by 255"
+    assert refusals[2].message == "pixel values must be in [0, 1], got [-1, 1]"
