@@ -69,19 +69,29 @@ class _Pending:
         self.parts: list[dict[str, np.ndarray]] = []
         self.answered = 0  # rows of the parts
 
-    def answer(self, outputs: dict[str, np.ndarray], start: int, stop: int) -> None:
-        """Rows [start, stop) of ``outputs`` are this request's next slice."""
-        part = {k: v[start:stop] for k, v in outputs.items()}
-        if not self.parts and stop - start == len(self.inputs):
+    def answer(self, part: dict[str, np.ndarray], rows: int) -> None:
+        """``part`` (``rows`` rows of each output) is this request's next slice."""
+        if not self.parts and rows == len(self.inputs):
             self.future.set_result(part)
             return
         self.parts.append(part)
-        self.answered += stop - start
+        self.answered += rows
         if self.answered == len(self.inputs):
             self.future.set_result({k: np.concatenate([p[k] for p in self.parts]) for k in part})
 
 
 _Slice = tuple[_Pending, int, int]  # a request and the rows [start, stop) of it in a batch
+_Answer = tuple[_Pending, dict[str, np.ndarray], int]  # a request, its rows of the outputs
+
+
+def _split(outputs: dict[str, np.ndarray], live: list[_Slice]) -> list[_Answer]:
+    """Each request's rows of a batch's outputs (views, in the batch's order)."""
+    answers, offset = [], 0
+    for p, start, stop in live:
+        rows = stop - start
+        answers.append((p, {k: v[offset : offset + rows] for k, v in outputs.items()}, rows))
+        offset += rows
+    return answers
 
 
 def _all_done(batch: list[_Slice]) -> bool:
@@ -221,7 +231,7 @@ class Batcher:
     def _deliver(
         self,
         live: list[_Slice],
-        outputs: dict[str, np.ndarray] | None,
+        answers: list[_Answer] | None,
         failure: str | None,
         seconds: float,
         expired: list[_Pending],
@@ -239,15 +249,12 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_exception(ApiError(500, f"inference failed ({failure})"))
             return
-        if outputs is None:  # every caller gave up before the last chunk
+        if answers is None:  # every caller gave up before the last chunk
             return
-        rows = sum(stop - start for _, start, stop in live)
-        self.metrics.observe_batch(self._label, rows, seconds)
-        offset = 0
-        for p, start, stop in live:
+        self.metrics.observe_batch(self._label, sum(rows for _, _, rows in answers), seconds)
+        for p, part, rows in answers:
             if not p.future.done():
-                p.answer(outputs, offset, offset + stop - start)
-            offset += stop - start
+                p.answer(part, rows)
 
     # -- on the onnxruntime thread -----------------------------------------------------
     def _serve(self) -> None:
@@ -355,20 +362,22 @@ class Batcher:
         now = time.monotonic()
         live = [s for s in batch if not s[0].future.done() and s[0].deadline > now]
         expired = [p for p, _, _ in batch if p.deadline <= now]
-        outputs, failure, seconds = None, None, 0.0
+        answers, failure, seconds = None, None, 0.0
         if live:
             parts = [p.inputs[start:stop] for p, start, stop in live]
             inputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            started = time.perf_counter()
+            started, outputs = time.perf_counter(), None
             try:
                 outputs = self.model.run(inputs, self.max_batch, functools.partial(_all_done, live))
             except Exception as error:  # keep serving whatever one batch did
                 failure = type(error).__name__
             seconds = time.perf_counter() - started
+            if outputs is not None:  # sliced here, where it costs the event loop nothing
+                answers = _split(outputs, live)
         if live or expired or refused:
             try:
                 self._loop.call_soon_threadsafe(
-                    self._deliver, live, outputs, failure, seconds, expired, refused
+                    self._deliver, live, answers, failure, seconds, expired, refused
                 )
             except RuntimeError:  # the loop has closed: the service is stopping
                 self._stopping = True

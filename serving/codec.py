@@ -113,7 +113,7 @@ def _fast_npy(body: bytes) -> np.ndarray | None:
             f".npy body holds {len(body) - end} data bytes; its header needs "
             f"{count * dtype.itemsize}",
         )
-    return np.frombuffer(body, dtype, count, end).reshape(shape)
+    return np.ndarray(shape, dtype, body, end)  # a read-only view of the body's data
 
 
 def _checked_npy(body: bytes) -> np.ndarray:
