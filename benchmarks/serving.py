@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from benchmarks import reliability
-from benchmarks.loadgen import http_request, run_load, tree_cpu_seconds
+from benchmarks.loadgen import HEALTHZ, http_request, run_load, tree_cpu_seconds
 from serving.config import ServingConfig
 from vae_contract import DECODER, ENCODER, IMAGE_SHAPE, IMAGES, NPY_MEDIA_TYPE, onnx_versions
 from vae_runtime import OnnxModel
@@ -96,12 +96,13 @@ class Service:
         """User + system CPU the service has used so far, worker processes included."""
         return tree_cpu_seconds(self.process.pid)
 
-    def batches(self, model: str) -> tuple[float, float]:
+    def batches(self, model: str) -> tuple[float, float, float]:
+        """Rows and onnxruntime calls so far, and the CPU seconds of those calls."""
         text = urllib.request.urlopen(self.url("/metrics")).read().decode()
         label = re.escape(f'{{model="{model}"}}')
-        total = re.search(rf"vae_batch_size_sum{label} (\S+)", text)
-        count = re.search(rf"vae_batch_size_count{label} (\S+)", text)
-        return (float(total[1]), float(count[1])) if total else (0.0, 0.0)
+        names = ("vae_batch_size_sum", "vae_batch_size_count", "vae_inference_cpu_seconds_total")
+        found = [re.search(rf"{name}{label} (\S+)", text) for name in names]
+        return tuple(float(match[1]) if match else 0.0 for match in found)
 
     def close(self) -> None:
         self.process.terminate()
@@ -144,7 +145,6 @@ def workloads(images: np.ndarray) -> dict[str, tuple[str, bytes, int]]:
 
 
 V2_INFER = f"/v2/models/{ENCODER}/infer"
-HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 FLOOR_CONCURRENCY = (1, 64)
 TARGETS = {"encode_json": 2.5, "encode_npy": 1.5}
 
@@ -189,11 +189,15 @@ def floor_ratios(
 
     The floor of a request is what no handler can avoid: one ``GET /healthz`` round
     trip on the same server (HTTP, routing, the answer) plus onnxruntime's own CPU per
-    image at the batch size the service reached for that workload.
+    image at the batch size the service reached for that workload, measured here, alone.
+    Beside it: onnxruntime's CPU per image inside the service (its metric
+    ``vae_inference_cpu_seconds``), where it runs beside the event loop and its caches
+    are not its own; the goals are judged on the first.
     """
     names = ["healthz", *requests]
     samples = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
     batches = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
+    in_service = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
     service = Service(repo)
     try:
         for _ in range(repeats):
@@ -203,6 +207,7 @@ def floor_ratios(
                     point = measure(service, version, request, ENCODER, c, seconds)
                     samples[c][name].append(point["server_cpu_us_per_request"])
                     batches[c][name].append(point["mean_batch"] or 1)
+                    in_service[c][name].append(point["ort_cpu_us_per_item"] or 0.0)
     finally:
         service.close()
     report = {}
@@ -213,6 +218,7 @@ def floor_ratios(
             batch = max(1, round(float(np.median(batches[c][name]))))
             ort = ort_cpu_per_image(model, batch)
             cpu = float(np.median(samples[c][name]))
+            ort_inside = float(np.median(in_service[c][name]))
             rows[name] = {
                 "cpu_us_per_request": round(cpu, 1),
                 "cpu_us_range": [min(samples[c][name]), max(samples[c][name])],
@@ -220,6 +226,8 @@ def floor_ratios(
                 "ort_cpu_us_per_image": round(ort, 1),
                 "floor_cpu_us": round(healthz + ort, 1),
                 "ratio_to_floor": round(cpu / (healthz + ort), 2),
+                "ort_in_service_cpu_us_per_image": round(ort_inside, 1),
+                "ratio_to_floor_with_ort_in_service": round(cpu / (healthz + ort_inside), 2),
             }
         rows["goals"] = {
             f"{name} <= {limit}x floor": rows[name]["ratio_to_floor"] <= limit
@@ -267,9 +275,11 @@ def measure(
     before, cpu_before = service.batches(label), service.cpu_seconds()
     result = run_load(service.port, request, concurrency, seconds, warmup=0.0)
     after, cpu_after = service.batches(label), service.cpu_seconds()
-    rows, calls = after[0] - before[0], after[1] - before[1]
+    rows, calls, ort_cpu = (a - b for a, b in zip(after, before, strict=True))
     summary = result.summary(items)
     summary["mean_batch"] = round(rows / calls, 2) if calls else None
+    # onnxruntime's CPU inside the service, where it runs beside the event loop.
+    summary["ort_cpu_us_per_item"] = round(ort_cpu / rows * 1e6, 1) if rows else None
     # Where the machine's time went: the service's CPU per request (HTTP, validation,
     # onnxruntime), and the load generator's, which shares the same cores.
     summary["server_cpu_us_per_request"] = round(

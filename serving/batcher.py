@@ -175,12 +175,13 @@ class Batcher:
             self._hopefuls -= 1
 
     def _run_inline(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             outputs = self.model.run(inputs)
         except Exception as error:
             raise ApiError(500, f"inference failed ({type(error).__name__})") from None
-        self.metrics.observe_batch(self._label, len(inputs), time.perf_counter() - started)
+        seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
+        self.metrics.observe_batch(self._label, len(inputs), seconds, cpu)
         return outputs
 
     async def submit(
@@ -233,7 +234,7 @@ class Batcher:
         live: list[_Slice],
         answers: list[_Answer] | None,
         failure: str | None,
-        seconds: float,
+        timing: tuple[float, float],
         expired: list[_Pending],
         refused: list[tuple[_Pending, ApiError]],
     ) -> None:
@@ -251,7 +252,7 @@ class Batcher:
             return
         if answers is None:  # every caller gave up before the last chunk
             return
-        self.metrics.observe_batch(self._label, sum(rows for _, _, rows in answers), seconds)
+        self.metrics.observe_batch(self._label, sum(rows for _, _, rows in answers), *timing)
         for p, part, rows in answers:
             if not p.future.done():
                 p.answer(part, rows)
@@ -362,22 +363,22 @@ class Batcher:
         now = time.monotonic()
         live = [s for s in batch if not s[0].future.done() and s[0].deadline > now]
         expired = [p for p, _, _ in batch if p.deadline <= now]
-        answers, failure, seconds = None, None, 0.0
+        answers, failure, timing = None, None, (0.0, 0.0)
         if live:
             parts = [p.inputs[start:stop] for p, start, stop in live]
             inputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            started, outputs = time.perf_counter(), None
+            started, cpu, outputs = time.perf_counter(), time.thread_time(), None
             try:
                 outputs = self.model.run(inputs, self.max_batch, functools.partial(_all_done, live))
             except Exception as error:  # keep serving whatever one batch did
                 failure = type(error).__name__
-            seconds = time.perf_counter() - started
+            timing = (time.perf_counter() - started, time.thread_time() - cpu)
             if outputs is not None:  # sliced here, where it costs the event loop nothing
                 answers = _split(outputs, live)
         if live or expired or refused:
             try:
                 self._loop.call_soon_threadsafe(
-                    self._deliver, live, answers, failure, seconds, expired, refused
+                    self._deliver, live, answers, failure, timing, expired, refused
                 )
             except RuntimeError:  # the loop has closed: the service is stopping
                 self._stopping = True

@@ -56,6 +56,7 @@ class Metrics:
         self.latency: dict[str, _Histogram] = {}
         self.batch_size: dict[str, _Histogram] = {}
         self.inference: dict[str, _Histogram] = {}
+        self.inference_cpu: dict[str, float] = defaultdict(float)
         self.rejected: dict[str, int] = defaultdict(int)
         self.depth: dict[str, Callable[[], int]] = {}
         self.registry = CollectorRegistry()
@@ -70,12 +71,15 @@ class Metrics:
             histogram = self.latency[route] = _Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
 
-    def observe_batch(self, model: str, rows: int, seconds: float) -> None:
+    def observe_batch(self, model: str, rows: int, seconds: float, cpu_seconds: float) -> None:
+        """One onnxruntime call: its rows, its duration, and the CPU time it took on the
+        thread that made it."""
         if model not in self.batch_size:
             self.batch_size[model] = _Histogram(BATCH_BUCKETS)
             self.inference[model] = _Histogram(LATENCY_BUCKETS)
         self.batch_size[model].observe(rows)
         self.inference[model].observe(seconds)
+        self.inference_cpu[model] += cpu_seconds
 
     def observe_rejected(self, model: str) -> None:
         self.rejected[model] += 1
@@ -107,6 +111,15 @@ class Metrics:
         yield self._histograms(
             "vae_inference_seconds", "Time of one onnxruntime call.", "model", self.inference
         )
+        cpu = CounterMetricFamily(
+            "vae_inference_cpu_seconds",
+            "CPU time of onnxruntime calls on the thread that made them (with more than "
+            "one intra-op thread, the work of the others is not counted).",
+            labels=["model"],
+        )
+        for model, seconds in self.inference_cpu.items():
+            cpu.add_metric([model], seconds)
+        yield cpu
         depth = GaugeMetricFamily(
             "vae_queue_depth", "Requests waiting for a batch.", labels=["model"]
         )

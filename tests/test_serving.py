@@ -411,11 +411,20 @@ def test_large_json_bodies_are_decoded_off_the_loop_with_the_same_answers(url, l
 
 
 def test_concurrent_requests_are_coalesced_into_batches(url, local, images):
-    def histogram(text: str) -> tuple[float, float]:
+    def histogram(text: str) -> tuple[float, float, float, float]:
+        """Rows and onnxruntime calls so far; their seconds, and their CPU seconds
+        (none before the model's first call)."""
         label = 'model="vae_encoder/1"'
-        total = float(re.search(rf"vae_batch_size_sum\{{{label}\}} (\S+)", text)[1])
-        count = float(re.search(rf"vae_batch_size_count\{{{label}\}} (\S+)", text)[1])
-        return total, count
+        found = [
+            float(match[1]) if (match := re.search(rf"{name}\{{{label}\}} (\S+)", text)) else 0.0
+            for name in (
+                "vae_batch_size_sum",
+                "vae_batch_size_count",
+                "vae_inference_seconds_sum",
+                "vae_inference_cpu_seconds_total",
+            )
+        ]
+        return tuple(found)
 
     before = histogram(httpx.get(url + "/metrics").text)
 
@@ -433,9 +442,11 @@ def test_concurrent_requests_are_coalesced_into_batches(url, local, images):
     for i, response in enumerate(responses):  # each caller got its own slice back
         np.testing.assert_allclose(response.json()["z_mean"][0], expected[i % 6], atol=1e-5)
     after = histogram(httpx.get(url + "/metrics").text)
-    rows, calls = after[0] - before[0], after[1] - before[1]
+    rows, calls, seconds, cpu = (a - b for a, b in zip(after, before, strict=True))
     assert rows == 48
     assert calls < 48, f"48 concurrent requests took {calls} onnxruntime calls"
+    # One thread's CPU time fits within the calls' duration (a clock tick of slack).
+    assert 0 < cpu <= seconds + 0.011, (cpu, seconds)
 
 
 def test_structured_request_log(service):
