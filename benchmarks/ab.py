@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import run_together, tree_cpu_seconds
-from benchmarks.serving import HEALTHZ, Service, v2_requests, workloads
+from benchmarks.loadgen import HEALTHZ, run_together, tree_cpu_seconds
+from benchmarks.serving import Service, v2_requests, workloads
 from vae_contract import IMAGE_SHAPE
 
 WORKING_TREE = "."

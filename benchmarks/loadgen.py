@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"  # the cheapest request to a server
+
 
 def http_request(path: str, body: bytes, content_type: str = "application/json") -> bytes:
     head = (
