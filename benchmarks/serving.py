@@ -183,7 +183,7 @@ def floor_ratios(
     requests: dict[str, bytes],
     model: OnnxModel,
     seconds: float,
-    repeats: int = 3,
+    repeats: int = 5,
 ) -> dict:
     """CPU per request against the floor, on one server, interleaved over ``repeats``.
 
