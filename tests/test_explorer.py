@@ -140,7 +140,8 @@ return s > 0;
 
 
 def test_explorer_in_chromium(browser, service_url, tmp_path):
-    """Loads clean, shows samples, reconstructs and scores a drawing, shows the service's errors."""
+    """Loads clean, shows samples, reconstructs and scores a drawing, fills a pad from the
+    keyboard, shows the service's errors."""
     from selenium.webdriver.common.by import By
 
     browser.get(service_url + "/")
@@ -190,6 +191,21 @@ def test_explorer_in_chromium(browser, service_url, tmp_path):
         "no interpolation strip",
     )
     assert browser.find_element(By.ID, "status").get_attribute("hidden")
+
+    # Without a pointer: pad A cleared, filled with a sampled digit and analysed, all
+    # from the keyboard (Enter on each focused button).
+    from selenium.webdriver.common.keys import Keys
+
+    before = browser.find_element(By.ID, "log-likelihood").text
+    browser.find_element(By.ID, "clear-a").send_keys(Keys.ENTER)
+    assert not browser.execute_script(INK, "pad-a"), "pad A is not blank after Clear A"
+    browser.find_element(By.ID, "fill-a").send_keys(Keys.ENTER)
+    _wait(browser, INK.replace("arguments[0]", "'pad-a'"), "no sampled digit on pad A")
+    browser.find_element(By.ID, "analyse-a").send_keys(Keys.ENTER)
+    changed = f"return document.getElementById('log-likelihood').textContent !== {before!r}"
+    _wait(browser, changed, "no score for the sampled digit")
+    assert float(browser.find_element(By.ID, "log-likelihood").text) < 0
+    assert _errors(browser) == [], "console errors while sampling into a pad"
 
     # A value the service refuses: its own message reaches the page.
     temperature = browser.find_element(By.ID, "temperature")

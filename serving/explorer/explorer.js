@@ -5,6 +5,7 @@
 const SIDE = 28; // the model's images are 28 × 28 grey values in [0, 1]
 const BOX = 20; // MNIST digits fit a 20 × 20 box, centred by centre of mass in 28 × 28
 const STROKE = 22; // pen width on the 280-pixel pad: MNIST strokes are 2–3 of 28 pixels
+const FAINT = 0.1; // a sampled digit's pixels below this are background on a pad
 const SAMPLES = 16;
 const SAMPLE_SCALE = 3; // screen pixels per model pixel in the sample grid
 const STRIP_SCALE = 3;
@@ -153,6 +154,26 @@ class Pad {
     this.empty = false;
   }
 
+  /**
+   * Shows a [28][28][1] image as if drawn, each model pixel a square of the pad. Values
+   * below FAINT are left black, so that the ink's bounding box is the digit's, not the
+   * whole picture (a decoder's background is small, not zero).
+   */
+  show(image) {
+    this.clear();
+    const cell = this.canvas.width / SIDE;
+    for (let row = 0; row < SIDE; row++) {
+      for (let column = 0; column < SIDE; column++) {
+        const value = image[row][column][0];
+        if (value < FAINT) continue;
+        const grey = Math.round(255 * Math.min(1, value));
+        this.context.fillStyle = `rgb(${grey}, ${grey}, ${grey})`;
+        this.context.fillRect(column * cell, row * cell, cell, cell);
+        this.empty = false;
+      }
+    }
+  }
+
   /** The drawing as the model's input, [28][28][1] in [0, 1]; null when blank. */
   image() {
     if (this.empty) return null;
@@ -226,6 +247,13 @@ async function sample() {
   const img = $("samples");
   img.alt = `${SAMPLES} digits sampled at temperature ${temperature}, seed ${seed}`;
   showBlob(img, blob);
+}
+
+/** One digit from the model onto a pad: the way to fill a pad without a pointer. */
+async function fill(pad) {
+  const seed = Math.floor(Math.random() * 1_000_000);
+  const answer = await call("POST", "/v1/sample", { n: 1, seed });
+  pad.show(answer.images[0]);
 }
 
 // ---------------------------------------------------------------- analysis
@@ -428,6 +456,8 @@ function main() {
   const analyseButtons = [$("analyse-a"), $("analyse-b")];
   pads.forEach(([name, pad], index) => {
     $(`clear-${name.toLowerCase()}`).addEventListener("click", () => pad.clear());
+    const filler = $(`fill-${name.toLowerCase()}`);
+    filler.addEventListener("click", () => busy([filler], () => fill(pad)));
     analyseButtons[index].addEventListener("click", () => busy(analyseButtons, () => analyse(name, pad)));
   });
 
