@@ -160,17 +160,10 @@ def run_load(
 def run_mixed(
     port: int, groups: dict[str, tuple[bytes, int]], seconds: float = 3.0, warmup: float = 0.5
 ) -> dict[str, LoadResult]:
-    """Several closed loops at once, e.g. a normal client beside two costly ones:
-    ``groups`` maps a name to (request, concurrency); each gets its own result."""
-
-    async def together() -> dict[str, LoadResult]:
-        runs = [
-            _run("127.0.0.1", port, request, concurrency, seconds, warmup)
-            for request, concurrency in groups.values()
-        ]
-        return dict(zip(groups, await asyncio.gather(*runs), strict=True))
-
-    return _runner()(together())
+    """Several closed loops at once on one server, e.g. a normal client beside two costly
+    ones: ``groups`` maps a name to (request, concurrency); each gets its own result."""
+    targets = [(port, request, concurrency) for request, concurrency in groups.values()]
+    return dict(zip(groups, run_together(targets, seconds, warmup), strict=True))
 
 
 def run_together(
