@@ -19,10 +19,11 @@ is sixteen batches of work; without this, a single-image request that arrived
 behind it waited for all sixteen (README, "Reliability").
 
 A request's values are checked (:class:`~serving.codec.Values`) by the thread,
-as it takes the request into a batch: one request after another, numpy's per-call
-machinery stays in the CPU's caches. A request with bad values is answered its 400
-and left out of the batch. A request served inline or in slices is checked when
-submitted, on the event loop, as a handler would.
+once its batch is assembled: one numpy call checks the whole batch (7 µs for 55
+images, against 5 µs per image checked one by one), and only a batch that fails is
+checked request by request, to answer the bad ones their 400 and leave them out.
+A request served inline or in slices is checked when submitted, on the event loop,
+as a handler would.
 
 Everything per request is kept to plain Python objects (a deque, one future):
 at 64 clients the event loop, not onnxruntime, is what limits one worker, and
@@ -92,6 +93,12 @@ def _split(outputs: dict[str, np.ndarray], live: list[_Slice]) -> list[_Answer]:
         answers.append((p, {k: v[offset : offset + rows] for k, v in outputs.items()}, rows))
         offset += rows
     return answers
+
+
+def _inputs(live: list[_Slice]) -> np.ndarray:
+    """A batch's input rows, in one array."""
+    parts = [p.inputs[start:stop] for p, start, stop in live]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _all_done(batch: list[_Slice]) -> bool:
@@ -311,8 +318,6 @@ class Batcher:
                 taken += self._slice(room - taken)
             elif size <= room - taken:
                 del waiting[i]
-                if p.values is not None and not self._values_pass(p):
-                    continue
                 self._batch.append((p, 0, size))
                 taken += size
             else:
@@ -320,6 +325,22 @@ class Batcher:
             if not self.batching:
                 break
         return taken
+
+    def _passing(self, live: list[_Slice], inputs: np.ndarray) -> list[_Slice]:
+        """The slices whose values pass. The whole batch is checked in one call when its
+        requests are checked by one rule (a check is "every element passes", so a batch
+        that passes holds no bad request; only the wording of a refusal differs between
+        protocols); otherwise, or if that fails, request by request."""
+        checks = [p.values for p, _, _ in live if p.values is not None]
+        if not checks:
+            return live
+        if len({values.pixels for values in checks}) == 1:
+            try:
+                checks[0].check(inputs)
+                return live
+            except ApiError:
+                pass
+        return [s for s in live if s[0].values is None or self._values_pass(s[0])]
 
     def _values_pass(self, p: _Pending) -> bool:
         """Check a request's values; one that fails is answered 400 with the batch."""
@@ -365,8 +386,11 @@ class Batcher:
         expired = [p for p, _, _ in batch if p.deadline <= now]
         answers, failure, timing = None, None, (0.0, 0.0)
         if live:
-            parts = [p.inputs[start:stop] for p, start, stop in live]
-            inputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            inputs = _inputs(live)
+            if len(passing := self._passing(live, inputs)) < len(live):
+                live = passing
+                inputs = _inputs(live) if live else None
+        if live:
             started, cpu, outputs = time.perf_counter(), time.thread_time(), None
             try:
                 outputs = self.model.run(inputs, self.max_batch, functools.partial(_all_done, live))

@@ -274,10 +274,10 @@ class Values:
     """How one request's values are checked (:func:`check_values`) once it is batched.
 
     A handler that sends its batch to a :class:`~serving.batcher.Batcher` hands this
-    over with it rather than checking there: the batcher's thread checks the requests
-    of a batch one after another, where numpy's per-call machinery stays in the CPU's
-    caches, instead of once between every two requests on the event loop, where it does
-    not (README, "Why it is fast"). The answer to a bad value is the same 400.
+    over with it rather than checking there: the batcher's thread checks a whole batch
+    in one call, instead of once between every two requests on the event loop, where
+    numpy's per-call machinery has left the CPU's caches (README, "Why it is fast").
+    The answer to a bad value is the same 400.
     """
 
     what: str
