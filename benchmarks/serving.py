@@ -206,55 +206,61 @@ def floor_ratios(
     The floor of a request is what no handler can avoid: one ``GET /healthz`` round
     trip on the same server (HTTP, routing, the answer) plus onnxruntime's own CPU per
     image at the batch size the service reached for that workload, measured here, alone.
+    Each repeat measures ``/healthz``, then each workload followed at once by onnxruntime
+    alone at the batch that workload reached, and gives each workload its own ratio:
+    the ratio compares figures taken seconds apart, not minutes, and the machine's speed
+    drifts by up to ±30 % between runs. The goals are judged on the median ratio.
     Beside it: onnxruntime's CPU per image inside the service (its metric
     ``vae_inference_cpu_seconds``), where it runs beside the event loop and its caches
-    are not its own; the goals are judged on the first. At one client, also its CPU
-    for one image with cold caches (:func:`ort_cold_cpu_per_image`), which is what
-    every request there meets.
+    are not its own. At one client, also its CPU for one image with cold caches
+    (:func:`ort_cold_cpu_per_image`), which is what every request there meets.
     """
-    names = ["healthz", *requests]
-    samples = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
-    batches = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
-    in_service = {c: {n: [] for n in names} for c in FLOOR_CONCURRENCY}
+    points: dict[tuple[int, str], list[dict]] = {}
+    healthz: dict[int, list[float]] = {c: [] for c in FLOOR_CONCURRENCY}
     service = Service(repo)
     try:
         for _ in range(repeats):
             for c in FLOOR_CONCURRENCY:
-                for name in names:
-                    request = HEALTHZ if name == "healthz" else requests[name]
+                point = measure(service, version, HEALTHZ, ENCODER, c, seconds)
+                healthz[c].append(point["server_cpu_us_per_request"])
+                for name, request in requests.items():
                     point = measure(service, version, request, ENCODER, c, seconds)
-                    samples[c][name].append(point["server_cpu_us_per_request"])
-                    batches[c][name].append(point["mean_batch"] or 1)
-                    in_service[c][name].append(point["ort_cpu_us_per_item"] or 0.0)
+                    batch = max(1, round(point["mean_batch"] or 1))
+                    alone = ort_cpu_per_image(model, batch, seconds=1.0)
+                    floor = healthz[c][-1] + alone
+                    points.setdefault((c, name), []).append(
+                        {
+                            "cpu": point["server_cpu_us_per_request"],
+                            "batch": batch,
+                            "alone": alone,
+                            "inside": point["ort_cpu_us_per_item"] or 0.0,
+                            "ratio": point["server_cpu_us_per_request"] / floor,
+                            "ratio_inside": point["server_cpu_us_per_request"]
+                            / (healthz[c][-1] + (point["ort_cpu_us_per_item"] or alone)),
+                        }
+                    )
     finally:
         service.close()
-    # onnxruntime alone depends on the batch size only: measured once per size.
-    alone: dict[int, float] = {}
-    cold: float | None = None  # one image with cold caches (batch 1 only)
+    cold = ort_cold_cpu_per_image(model)  # one image with cold caches (batch 1 only)
     report = {}
     for c in FLOOR_CONCURRENCY:
-        healthz = float(np.median(samples[c]["healthz"]))
-        rows = {"healthz_cpu_us": round(healthz, 1)}
+        rows: dict = {"healthz_cpu_us": round(float(np.median(healthz[c])), 1)}
         for name in requests:
-            batch = max(1, round(float(np.median(batches[c][name]))))
-            if batch not in alone:
-                alone[batch] = ort_cpu_per_image(model, batch)
-            ort = alone[batch]
-            cpu = float(np.median(samples[c][name]))
-            ort_inside = float(np.median(in_service[c][name]))
+            got = {key: [p[key] for p in points[c, name]] for key in points[c, name][0]}
+            ratios = got["ratio"]
             rows[name] = {
-                "cpu_us_per_request": round(cpu, 1),
-                "cpu_us_range": [min(samples[c][name]), max(samples[c][name])],
-                "batch_reached": batch,
-                "ort_cpu_us_per_image": round(ort, 1),
-                "floor_cpu_us": round(healthz + ort, 1),
-                "ratio_to_floor": round(cpu / (healthz + ort), 2),
-                "ort_in_service_cpu_us_per_image": round(ort_inside, 1),
-                "ratio_to_floor_with_ort_in_service": round(cpu / (healthz + ort_inside), 2),
+                "cpu_us_per_request": round(float(np.median(got["cpu"])), 1),
+                "cpu_us_range": [min(got["cpu"]), max(got["cpu"])],
+                "batch_reached": round(float(np.median(got["batch"]))),
+                "ort_cpu_us_per_image": round(float(np.median(got["alone"])), 1),
+                "ratio_to_floor": round(float(np.median(ratios)), 2),
+                "ratio_range": [round(min(ratios), 2), round(max(ratios), 2)],
+                "ort_in_service_cpu_us_per_image": round(float(np.median(got["inside"])), 1),
+                "ratio_to_floor_with_ort_in_service": round(
+                    float(np.median(got["ratio_inside"])), 2
+                ),
             }
-            if batch == 1:
-                if cold is None:
-                    cold = ort_cold_cpu_per_image(model)
+            if rows[name]["batch_reached"] == 1:
                 rows[name]["ort_cold_cpu_us_per_image"] = round(cold, 1)
         rows["goals"] = {
             f"{name} <= {limit}x floor": rows[name]["ratio_to_floor"] <= limit
