@@ -6,10 +6,12 @@ import asyncio
 
 import numpy as np
 
+from serving import kserve
 from serving.batcher import Batcher
 from serving.codec import Values
 from serving.errors import ApiError
 from serving.metrics import Metrics
+from serving.vae_api import IMAGE_VALUES
 from vae_contract import ENCODER, IMAGES, Z_MEAN
 from vae_runtime import OnnxModel
 
@@ -119,3 +121,38 @@ def test_a_bad_request_in_a_batch_gets_its_400_and_the_others_their_answers(expo
     assert refusals[0].message == "images contains NaN or Inf; send finite numbers"
     assert refusals[1].message == "pixel values must be in [0, 1], got [200, 200]; divide by 255"
     assert refusals[2].message == "pixel values must be in [0, 1], got [-1, 1]"
+
+
+def test_a_batch_of_requests_worded_by_two_protocols_is_checked_as_one(exported_repo):
+    """Requests checked by one rule but worded for different protocols (``images`` of
+    ``/v1/encode``, an Open Inference Protocol input) share a batch and its one check:
+    the good ones are answered, and a bad one gets the message of its own protocol."""
+    model = encoder(exported_repo)
+    rng = np.random.default_rng(2)
+    good = [rng.random((1, *model.item_shape), dtype=np.float32) for _ in range(4)]
+    bad = good[0].copy()
+    bad[0, 5, 5, 0] = np.nan
+    v1, v2 = IMAGE_VALUES, kserve.input_values(model)
+
+    async def scenario(requests: list[tuple[np.ndarray, Values]]) -> list:
+        metrics = Metrics()
+        batcher = Batcher(model, metrics, max_batch=64, max_delay=0.05, inline_rows=0)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(x, values) for x, values in requests), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(scenario([(x, v1 if i % 2 else v2) for i, x in enumerate(good)]))
+    for x, answer in zip(good, answers, strict=True):
+        np.testing.assert_allclose(answer[Z_MEAN], model.run(x)[Z_MEAN], atol=1e-5)
+
+    answers = asyncio.run(scenario([(good[1], v1), (bad, v2), (good[2], v1)]))
+    assert isinstance(answers[1], ApiError) and answers[1].status == 400
+    assert (
+        answers[1].message == f"input {model.input_name!r} contains NaN or Inf; send finite numbers"
+    )
+    for x, answer in zip([good[1], good[2]], [answers[0], answers[2]], strict=True):
+        np.testing.assert_allclose(answer[Z_MEAN], model.run(x)[Z_MEAN], atol=1e-5)
