@@ -130,7 +130,6 @@ class Batcher:
         self._sliced: _Pending | None = None  # the large request being served in slices
         self._turn = False  # without batching: a slice and a small request take turns
         self._batch: list[_Slice] = []  # taken by the thread: filling or running
-        self._refused: list[tuple[_Pending, ApiError]] = []  # bad values found by the thread
         self._has_work = threading.Event()
         self._stopping = False
         self._hopefuls = 0  # lone requests taking one turn of the loop before running inline
@@ -273,10 +272,9 @@ class Batcher:
                 continue
             try:
                 self._collect()
-                self._run_batch(self._batch, self._refused)
+                self._run_batch(self._batch)
             finally:
                 self._batch = []
-                self._refused = []
 
     def _wait_for_work(self, until: float) -> bool:
         """Until a request is queued (True) or ``until`` passes (False)."""
@@ -326,11 +324,15 @@ class Batcher:
                 break
         return taken
 
-    def _passing(self, live: list[_Slice], inputs: np.ndarray) -> list[_Slice]:
-        """The slices whose values pass. The whole batch is checked in one call when its
-        requests are checked by one rule (a check is "every element passes", so a batch
-        that passes holds no bad request; only the wording of a refusal differs between
-        protocols); otherwise, or if that fails, request by request."""
+    @staticmethod
+    def _passing(
+        live: list[_Slice], inputs: np.ndarray, refused: list[tuple[_Pending, ApiError]]
+    ) -> list[_Slice]:
+        """The slices whose values pass; the others go to ``refused`` with their 400.
+        The whole batch is checked in one call when its requests are checked by one rule
+        (a check is "every element passes", so a batch that passes holds no bad request;
+        only the wording of a refusal differs between protocols); otherwise, or if that
+        fails, request by request."""
         checks = [p.values for p, _, _ in live if p.values is not None]
         if not checks:
             return live
@@ -340,16 +342,17 @@ class Batcher:
                 return live
             except ApiError:
                 pass
-        return [s for s in live if s[0].values is None or self._values_pass(s[0])]
-
-    def _values_pass(self, p: _Pending) -> bool:
-        """Check a request's values; one that fails is answered 400 with the batch."""
-        try:
-            p.values.check(p.inputs)
-        except ApiError as error:
-            self._refused.append((p, error))
-            return False
-        return True
+        passing = []
+        for s in live:
+            p = s[0]
+            try:
+                if p.values is not None:
+                    p.values.check(p.inputs)
+            except ApiError as error:
+                refused.append((p, error))
+                continue
+            passing.append(s)
+        return passing
 
     def _collect(self) -> None:
         """Fill ``self._batch`` with up to ``max_batch`` rows.
@@ -380,14 +383,15 @@ class Batcher:
         if self._sliced is not None and rows < self.max_batch:
             self._slice(self.max_batch - rows)
 
-    def _run_batch(self, batch: list[_Slice], refused: list[tuple[_Pending, ApiError]]) -> None:
+    def _run_batch(self, batch: list[_Slice]) -> None:
         now = time.monotonic()
         live = [s for s in batch if not s[0].future.done() and s[0].deadline > now]
         expired = [p for p, _, _ in batch if p.deadline <= now]
+        refused: list[tuple[_Pending, ApiError]] = []  # bad values, answered 400
         answers, failure, timing = None, None, (0.0, 0.0)
         if live:
             inputs = _inputs(live)
-            if len(passing := self._passing(live, inputs)) < len(live):
+            if len(passing := self._passing(live, inputs, refused)) < len(live):
                 live = passing
                 inputs = _inputs(live) if live else None
         if live:

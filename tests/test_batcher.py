@@ -12,7 +12,7 @@ from serving.codec import Values
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.vae_api import IMAGE_VALUES
-from vae_contract import ENCODER, IMAGES, Z_MEAN
+from vae_contract import ENCODER, Z_MEAN
 from vae_runtime import OnnxModel
 
 
@@ -86,7 +86,7 @@ def test_a_request_past_its_deadline_gets_504_and_never_hangs(exported_repo):
 
 
 def test_a_bad_request_in_a_batch_gets_its_400_and_the_others_their_answers(exported_repo):
-    """Values are checked by the batcher's thread as it takes requests into a batch: the
+    """Values are checked by the batcher's thread once a batch is assembled: the
     request holding NaN (and the one sent as bytes 0..255) is answered the same 400 a
     handler would give, and the requests batched beside them are answered as if alone;
     a large request, served in slices, is checked whole before it is queued."""
@@ -98,7 +98,7 @@ def test_a_bad_request_in_a_batch_gets_its_400_and_the_others_their_answers(expo
     bytes_like = np.full((2, *model.item_shape), 200.0, np.float32)
     large = np.ones((100, *model.item_shape), np.float32)
     large[70, 0, 0, 0] = -1.0
-    values = Values(IMAGES, pixels=True)
+    values = IMAGE_VALUES
 
     async def scenario() -> tuple[list, int]:
         batcher = Batcher(model, Metrics(), max_batch=64, max_delay=0.05, inline_rows=0)
