@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from serving.errors import ApiError
-from vae_contract import NPY_MEDIA_TYPE
+from vae_contract import ENCODER, NPY_MEDIA_TYPE
 
 NPY = NPY_MEDIA_TYPE
 JSON = "application/json"
@@ -285,6 +285,12 @@ class Values:
 
     def check(self, array: np.ndarray) -> None:
         check_values(array, self.what, self.pixels)
+
+
+def input_values(network: str, what: str) -> Values:
+    """How ``network``'s input is checked, its refusals naming it ``what``: the encoder
+    takes pixels in [0, 1], the decoder latent vectors."""
+    return Values(what, pixels=network == ENCODER)
 
 
 def read_batch(

@@ -26,7 +26,6 @@ from serving.asgi import ANY, Request, Response
 from serving.errors import ApiError
 from serving.responses import json_response
 from serving.service import Service
-from vae_contract import ENCODER
 from vae_runtime import OnnxModel
 
 try:
@@ -147,7 +146,7 @@ def _tensor(tensor: Any, model: OnnxModel, binary: bytes, max_items: int) -> np.
 
 def input_values(model: OnnxModel) -> codec.Values:
     """How an input tensor's values are checked, as it is batched."""
-    return codec.Values(f"input {model.input_name!r}", pixels=model.name == ENCODER)
+    return codec.input_values(model.name, f"input {model.input_name!r}")
 
 
 def parse_infer(

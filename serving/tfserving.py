@@ -16,7 +16,7 @@ from serving.asgi import ANY, Request, Response
 from serving.errors import ApiError
 from serving.responses import json_response
 from serving.service import Service
-from vae_contract import ENCODER, SIGNATURE
+from vae_contract import SIGNATURE
 from vae_runtime import OnnxModel
 
 PREFIX = "/v1/models/"
@@ -66,7 +66,7 @@ def read_predict(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndar
 
 
 def input_values(model: OnnxModel) -> codec.Values:
-    return codec.Values(model.input_name, pixels=model.name == ENCODER)
+    return codec.input_values(model.name, model.input_name)
 
 
 def format_predict(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from vae_runtime import OnnxModel
 MAX_TEMPERATURE = 10.0
 
 
-IMAGE_VALUES = codec.Values(IMAGES, pixels=True)
-LATENT_VALUES = codec.Values(Z)
+IMAGE_VALUES = codec.input_values(ENCODER, IMAGES)
+LATENT_VALUES = codec.input_values(DECODER, Z)
 
 
 def read_images(body: bytes, model: OnnxModel, max_items: int) -> tuple[np.ndarray, dict]:
