@@ -225,18 +225,17 @@ def floor_ratios(
                 healthz[c].append(point["server_cpu_us_per_request"])
                 for name, request in requests.items():
                     point = measure(service, version, request, ENCODER, c, seconds)
+                    cpu, inside = point["server_cpu_us_per_request"], point["ort_cpu_us_per_item"]
                     batch = max(1, round(point["mean_batch"] or 1))
                     alone = ort_cpu_per_image(model, batch, seconds=1.0)
-                    floor = healthz[c][-1] + alone
                     points.setdefault((c, name), []).append(
                         {
-                            "cpu": point["server_cpu_us_per_request"],
+                            "cpu": cpu,
                             "batch": batch,
                             "alone": alone,
-                            "inside": point["ort_cpu_us_per_item"] or 0.0,
-                            "ratio": point["server_cpu_us_per_request"] / floor,
-                            "ratio_inside": point["server_cpu_us_per_request"]
-                            / (healthz[c][-1] + (point["ort_cpu_us_per_item"] or alone)),
+                            "inside": inside or 0.0,
+                            "ratio": cpu / (healthz[c][-1] + alone),
+                            "ratio_inside": cpu / (healthz[c][-1] + (inside or alone)),
                         }
                     )
     finally:
